@@ -1,0 +1,362 @@
+"""The SIP side of the agent: sockets, the sans-I/O core, and the store, wired.
+
+Receive path: a socket adapter hands bytes to :meth:`SipService._receive`,
+which feeds the :class:`~sipstack.endpoint.Endpoint`. Output is not sent
+straight away: one flush per event-loop pass first commits every binding
+change of the pass in a single SQLite transaction (group commit), then sends
+the replies. So a phone is only told "200 OK" once its binding would survive
+a power cut, and the store pays one commit per batch, not per REGISTER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.listen import ListenSpec
+from agent.site import Site
+from agent.store import BindingRow, DeleteBinding, Store, UpsertBinding
+from sipstack.digest import DigestServer, ha1
+from sipstack.endpoint import (
+    Endpoint,
+    EndpointConfig,
+    IncomingRequest,
+    IncomingResponse,
+    salvage_error_response,
+)
+from sipstack.framing import FramingError
+from sipstack.message import make_response
+from sipstack.peer import Peer
+from sipstack.registrar import Binding, Change, Delete, Registrar, RegistrarConfig, Upsert
+from sipstack.registration import RegistrationHandler, stateless_tag
+from sipstack.transport import StreamServer, UdpEndpoint, open_udp, server_ssl_context
+from sipstack.validate import check_request
+
+log = logging.getLogger(__name__)
+
+SUPPORTED = ("path", "outbound")
+ALLOW = ("REGISTER", "OPTIONS")
+# Methods we know but do not serve yet get 405 with Allow; unknown ones 501 (RFC 3261 §8.2.1).
+KNOWN_METHODS = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO",
+     "UPDATE", "PRACK", "PUBLISH"}
+)
+SWEEP_INTERVAL = 30.0
+
+
+class SiteDirectory:
+    """The site's users as the registration code sees them (see sipstack.registration)."""
+
+    def __init__(self, site: Site, algorithms: tuple[str, ...]) -> None:
+        realm = site.site.realm
+        self._by_username: dict[str, str] = {}
+        self._targets: dict[str, str] = {}
+        self._ha1: dict[tuple[str, str], str] = {}
+        for user in site.users:
+            username = user.sip.username
+            password = user.sip.password.get_secret_value()
+            self._by_username[username] = user.id
+            self._targets[username] = user.id
+            self._targets[user.extension] = user.id
+            for algorithm in algorithms:
+                self._ha1[(username, algorithm)] = ha1(username, realm, password, algorithm)
+
+    def aor_for_target(self, user: str) -> str | None:
+        return self._targets.get(user)
+
+    def aor_for_username(self, username: str) -> str | None:
+        return self._by_username.get(username)
+
+    def ha1(self, username: str, algorithm: str) -> str | None:
+        return self._ha1.get((username, algorithm))
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    spec: ListenSpec
+    bound: tuple[str, int]
+
+
+def _row_to_binding(row: BindingRow) -> Binding:
+    return Binding(
+        aor=row.aor,
+        contact=row.contact,
+        expires_at=row.expires_at,
+        call_id=row.call_id,
+        cseq=row.cseq,
+        source=Peer(row.source_transport, row.source_host, row.source_port),
+        q=row.q,
+        user_agent=row.user_agent or "",
+        instance_id=row.instance_id,
+        reg_id=row.reg_id,
+    )
+
+
+def _binding_to_row(b: Binding, now: float) -> BindingRow:
+    return BindingRow(
+        aor=b.aor,
+        contact=b.contact,
+        expires_at=b.expires_at,
+        call_id=b.call_id,
+        cseq=b.cseq,
+        q=b.q,
+        source_transport=b.source.transport,
+        source_host=b.source.host,
+        source_port=b.source.port,
+        user_agent=b.user_agent or None,
+        instance_id=b.instance_id,
+        reg_id=b.reg_id,
+        updated_at=now,
+    )
+
+
+class SipService:
+    def __init__(
+        self,
+        *,
+        site: Site,
+        store: Store,
+        listens: list[ListenSpec],
+        state_dir: Path,
+        tls_cert: tuple[Path, Path] | None = None,
+    ) -> None:
+        self.site = site
+        self.store = store
+        self.listens = listens
+        self.state_dir = state_dir
+        self.tls_cert = tls_cert
+        self.registrar = Registrar(self._registrar_config(site))
+        self.digest = self._digest_for(site)
+        self.directory = SiteDirectory(site, self.digest.algorithms)
+        self.registration = RegistrationHandler(self.registrar, self.digest, self.directory)
+        self.endpoint = Endpoint(
+            EndpointConfig(server_header=f"edgepbx/{__version__}", allow=ALLOW, supported=SUPPORTED),
+            on_register=self.registration,
+            check_request=self._check_request,
+        )
+        self.listeners: list[Listener] = []
+        self._udp: dict[int, UdpEndpoint] = {}  # by address family
+        self._streams: dict[str, StreamServer] = {}
+        self._flush_pending = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.store_errors = 0
+
+    # -- configuration ------------------------------------------------------------
+    @staticmethod
+    def _registrar_config(site: Site) -> RegistrarConfig:
+        sip = site.sip
+        return RegistrarConfig(
+            min_expires=sip.min_expires,
+            max_expires=sip.max_expires,
+            default_expires=sip.default_expires,
+            max_contacts=sip.max_contacts_per_user,
+        )
+
+    @staticmethod
+    def _digest_for(site: Site) -> DigestServer:
+        # A fresh secret per start: outstanding nonces die with the process and
+        # phones simply get a new challenge (stale=false costs them one round trip).
+        return DigestServer(
+            site.site.realm, secrets.token_bytes(32), nonce_lifetime=float(site.sip.nonce_lifetime)
+        )
+
+    @staticmethod
+    def _check_request(request: Any) -> tuple[int, str] | None:
+        return check_request(request, supported=frozenset(SUPPORTED))
+
+    def apply_site(self, site: Site) -> None:
+        """Switch to a new, already validated site document."""
+        if site.site.realm != self.site.site.realm or site.sip.nonce_lifetime != (
+            self.site.sip.nonce_lifetime
+        ):
+            self.digest = self._digest_for(site)
+        directory = SiteDirectory(site, self.digest.algorithms)
+        self.registrar.config = self._registrar_config(site)
+        kept = {u.id for u in site.users}
+        changes: list[Change] = []
+        for aor in self.registrar.aors():
+            if aor not in kept:
+                changes.extend(self.registrar.drop_aor(aor))
+        self.site = site
+        self.directory = directory
+        self.registration.digest = self.digest
+        self.registration.directory = directory
+        self._persist(changes)
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        now = time.time()
+        self.registrar.load([_row_to_binding(r) for r in self.store.load_bindings(now)], now)
+        kept = {u.id for u in self.site.users}
+        self._persist([c for aor in self.registrar.aors() if aor not in kept
+                       for c in self.registrar.drop_aor(aor)])
+        for spec in self.listens:
+            bound = await self._open(spec)
+            self.listeners.append(Listener(spec, bound))
+            log.info("listening", extra={"transport": spec.transport, "address": f"{bound}"})
+        self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    async def _open(self, spec: ListenSpec) -> tuple[str, int]:
+        if spec.transport == "udp":
+            udp = await open_udp(spec.host, spec.port, self._receive)
+            _enlarge_buffers(udp)
+            family = socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
+            self._udp.setdefault(family, udp)
+            return udp.local
+        ssl_context = None
+        if spec.transport == "tls":
+            if self.tls_cert is None:
+                raise RuntimeError("a tls listener needs a certificate")
+            ssl_context = server_ssl_context(str(self.tls_cert[0]), str(self.tls_cert[1]))
+        server = StreamServer(
+            self._receive, self._framing_error, transport_name=spec.transport,
+            ssl_context=ssl_context,
+        )
+        await server.start(spec.host, spec.port)
+        self._streams.setdefault(spec.transport, server)
+        return server.local
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._flush()
+        for udp in self._udp.values():
+            udp.close()
+        for server in self._streams.values():
+            await server.close()
+
+    # -- receive path -------------------------------------------------------------
+    def _receive(self, data: bytes, peer: Peer) -> None:
+        self.endpoint.receive(data, peer, time.time())
+        if not self._flush_pending:
+            self._flush_pending = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _framing_error(self, error: FramingError, peer: Peer) -> None:
+        log.info("closing stream after framing error",
+                 extra={"peer": str(peer), "status": error.error.status, "why": error.error.detail})
+        response = salvage_error_response(error.head, error.error) if error.head else None
+        if response is not None:
+            # Answer (e.g. 513) before the connection goes; close() flushes writes first.
+            self._send(response.to_bytes(), peer)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        self._persist(self.registration.take_changes())
+        for event in self.endpoint.events():
+            if isinstance(event, IncomingRequest):
+                self._answer_unsupported(event)
+            elif isinstance(event, IncomingResponse):
+                log.debug("stray response", extra={"peer": str(event.peer)})
+        for data, peer in self.endpoint.datagrams_to_send():
+            self._send(data, peer)
+
+    def _answer_unsupported(self, event: IncomingRequest) -> None:
+        request = event.request
+        if request.method == "ACK":
+            return
+        tag = stateless_tag(request)
+        if request.method == "CANCEL":
+            response = make_response(request, 481, to_tag=tag)
+        elif request.method in KNOWN_METHODS or request.method == "OPTIONS":
+            response = make_response(request, 405, to_tag=tag)
+            response.headers.add("Allow", ", ".join(ALLOW))
+        else:
+            response = make_response(request, 501, to_tag=tag)
+        self.endpoint.respond(request, response, event.peer)
+
+    def _send(self, data: bytes, peer: Peer) -> None:
+        if peer.transport == "udp":
+            family = socket.AF_INET6 if ":" in peer.host else socket.AF_INET
+            udp = self._udp.get(family)
+            if udp is not None:
+                udp.send(data, peer)
+                return
+        else:
+            server = self._streams.get(peer.transport)
+            if server is not None and server.send(data, peer):
+                return
+        log.info("no way to reach peer", extra={"peer": str(peer)})
+
+    def _persist(self, changes: list[Change]) -> None:
+        if not changes:
+            return
+        now = time.time()
+        rows = [
+            UpsertBinding(_binding_to_row(c.binding, now)) if isinstance(c, Upsert)
+            else DeleteBinding(c.aor, c.contact)
+            for c in changes
+            if isinstance(c, Upsert | Delete)
+        ]
+        try:
+            self.store.apply_binding_changes(rows)
+        except Exception:  # noqa: BLE001 - a full disk must not take the registrar down
+            self.store_errors += 1
+            log.exception("could not persist binding changes", extra={"count": len(rows)})
+
+    def _sweep(self) -> None:
+        self._persist(self.registrar.expire(time.time()))
+        assert self._loop is not None
+        self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    # -- introspection ------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        stats = self.endpoint.stats
+        return {
+            "listeners": [
+                {"transport": l.spec.transport, "address": f"{l.bound[0]}:{l.bound[1]}"}
+                for l in self.listeners
+            ],
+            "users": len(self.site.users),
+            "bindings": len(self.registrar.all_bindings(time.time())),
+            "registered_users": len({b.aor for b in self.registrar.all_bindings(time.time())}),
+            "messages_received": stats.received,
+            "parse_errors": stats.parse_errors,
+            "dropped": stats.dropped,
+            "auth_failures": self.registration.failures,
+            "store_errors": self.store_errors,
+            "requests": dict(stats.by_method),
+        }
+
+    def phones(self) -> list[dict[str, Any]]:
+        now = time.time()
+        users = {u.id: u for u in self.site.users}
+        out = []
+        for b in sorted(self.registrar.all_bindings(now), key=lambda b: (b.aor, b.contact)):
+            user = users.get(b.aor)
+            out.append({
+                "user": b.aor,
+                "extension": user.extension if user else None,
+                "name": user.name if user else None,
+                "contact": b.contact,
+                "source": f"{b.source.host}:{b.source.port}",
+                "transport": b.source.transport,
+                "user_agent": b.user_agent,
+                "expires_in": max(0, int(b.expires_at - now)),
+            })
+        return out
+
+
+def _enlarge_buffers(udp: UdpEndpoint) -> None:
+    # Bursts (a whole office re-registering after a power cut) must queue in the
+    # kernel, not be dropped before we ever see them.
+    if udp.transport is None:
+        return
+    sock = udp.transport.get_extra_info("socket")
+    if sock is None:
+        return
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
+        except OSError:
+            log.debug("could not enlarge socket buffer")

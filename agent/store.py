@@ -1,0 +1,433 @@
+"""The agent's SQLite store: registrations, site versions, the audit log.
+
+One file, ``STATE_DIR/edgepbx.db``, mode 0600, in WAL mode with ``synchronous=NORMAL`` (a
+commit is atomic and durable against a process crash; a power cut may lose the last few
+commits, never consistency). Every write is one transaction. The schema is versioned by
+ordered migrations recorded in ``schema_version``.
+
+Hot path: the registrar batches binding changes and hands them to
+:meth:`Store.apply_binding_changes`, which applies a whole batch in ONE transaction (group
+commit). The store is synchronous; calls are short. It may be used from one thread at a time
+(an internal lock serialises callers, so an executor thread is also fine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "DB_FILENAME",
+    "MIGRATIONS",
+    "AuditEntry",
+    "BindingChange",
+    "BindingRow",
+    "DeleteAllBindings",
+    "DeleteBinding",
+    "SiteVersion",
+    "Store",
+    "StoreError",
+    "UpsertBinding",
+]
+
+DB_FILENAME: Final = "edgepbx.db"
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used (newer schema, unreadable file, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRow:
+    """One registration binding (RFC 3261 §10): an address-of-record to one contact."""
+
+    aor: str  #: the user id the binding belongs to
+    contact: str  #: the Contact URI as registered
+    expires_at: float  #: epoch seconds
+    call_id: str
+    cseq: int
+    q: float | None
+    source_transport: str  #: "udp" | "tcp" | "tls" | ...: where the REGISTER came from
+    source_host: str
+    source_port: int
+    user_agent: str | None
+    instance_id: str | None  #: RFC 5626 +sip.instance
+    reg_id: int | None  #: RFC 5626 reg-id
+    updated_at: float  #: epoch seconds
+
+
+_BINDING_COLUMNS: Final = tuple(f.name for f in fields(BindingRow))
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertBinding:
+    """Insert or replace the binding ``(row.aor, row.contact)`` with the full row."""
+
+    row: BindingRow
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBinding:
+    """Remove one binding (unregister one contact)."""
+
+    aor: str
+    contact: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAllBindings:
+    """Remove every binding of an AOR (``Contact: *``)."""
+
+    aor: str
+
+
+BindingChange = UpsertBinding | DeleteBinding | DeleteAllBindings
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    ts: float
+    actor: str
+    role: str
+    action: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SiteVersion:
+    version: int
+    fingerprint: str
+    applied_at: float
+    document: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Migrations: append only. Never edit a released one; add a new one.
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _m1_initial(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE bindings (
+            aor              TEXT NOT NULL,
+            contact          TEXT NOT NULL,
+            expires_at       REAL NOT NULL,
+            call_id          TEXT NOT NULL,
+            cseq             INTEGER NOT NULL,
+            q                REAL,
+            source_transport TEXT NOT NULL,
+            source_host      TEXT NOT NULL,
+            source_port      INTEGER NOT NULL,
+            user_agent       TEXT,
+            instance_id      TEXT,
+            reg_id           INTEGER,
+            updated_at       REAL NOT NULL,
+            PRIMARY KEY (aor, contact)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX bindings_expires_at ON bindings (expires_at)")
+    db.execute(
+        """
+        CREATE TABLE audit_log (
+            id     INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts     REAL NOT NULL,
+            actor  TEXT NOT NULL,
+            role   TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}'
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE site_versions (
+            version     INTEGER PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            applied_at  REAL NOT NULL,
+            document    TEXT NOT NULL
+        )
+        """
+    )
+
+
+#: Ordered; migration ``i`` (0-based) brings the schema to version ``i + 1``.
+MIGRATIONS: Final[Sequence[Migration]] = (_m1_initial,)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _create_private_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """The SQLite store. Open with :meth:`open`; close with :meth:`close` (or ``with``)."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._lock = threading.RLock()
+
+    # ---- lifecycle
+
+    @classmethod
+    def open(cls, state_dir: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> Store:
+        """Open (creating if needed) ``state_dir/edgepbx.db`` and bring its schema up to date."""
+        state = Path(state_dir)
+        try:
+            state.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = state / DB_FILENAME
+            # Create the file ourselves so it is 0600 from the first byte; SQLite gives the
+            # -wal and -shm files the same mode as the database.
+            _create_private_file(path)
+            db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {state / DB_FILENAME}: {exc}") from exc
+        store = cls(db, path)
+        try:
+            store._configure()
+            store._migrate(migrations)
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        except StoreError:
+            db.close()
+            raise
+        return store
+
+    def _configure(self) -> None:
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=10000")
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        with self._tx():
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+        current = self.schema_version()
+        if current > len(migrations):
+            raise StoreError(
+                f"{self.path}: schema version {current} is newer than this edgepbx "
+                f"understands ({len(migrations)}); refusing to touch it"
+            )
+        for index in range(current, len(migrations)):
+            with self._tx():
+                # Re-check inside the write lock: another process may have migrated.
+                if self.schema_version() > index:
+                    continue
+                migrations[index](self._db)
+                self._db.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                    (index + 1, time.time()),
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA optimize")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---- introspection
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        return int(row[0])
+
+    def pragma(self, name: str) -> Any:
+        """Read a PRAGMA (diagnostics and tests), e.g. ``pragma("journal_mode")``."""
+        if not name.replace("_", "").isalpha():
+            raise ValueError(f"bad pragma name {name!r}")
+        with self._lock:
+            row = self._db.execute(f"PRAGMA {name}").fetchone()
+        return None if row is None else row[0]
+
+    def integrity_check(self) -> list[str]:
+        with self._lock:
+            return [str(r[0]) for r in self._db.execute("PRAGMA integrity_check")]
+
+    # ---- bindings
+
+    _UPSERT_SQL: Final = (
+        f"INSERT OR REPLACE INTO bindings ({', '.join(_BINDING_COLUMNS)}) "
+        f"VALUES ({', '.join('?' for _ in _BINDING_COLUMNS)})"
+    )
+    _DELETE_SQL: Final = "DELETE FROM bindings WHERE aor = ? AND contact = ?"
+    _DELETE_ALL_SQL: Final = "DELETE FROM bindings WHERE aor = ?"
+
+    def apply_binding_changes(self, changes: Iterable[BindingChange]) -> int:
+        """Apply a batch of changes, in order, in ONE transaction. Returns how many were applied.
+
+        Consecutive changes of the same kind go through one ``executemany``. Either the whole
+        batch is committed or (on any error) none of it.
+        """
+        batch = list(changes)
+        if not batch:
+            return 0
+        with self._tx() as db:
+            run: list[tuple[Any, ...]] = []
+            run_sql: str | None = None
+            for change in batch:
+                if isinstance(change, UpsertBinding):
+                    sql, params = self._UPSERT_SQL, astuple(change.row)
+                elif isinstance(change, DeleteBinding):
+                    sql, params = self._DELETE_SQL, (change.aor, change.contact)
+                elif isinstance(change, DeleteAllBindings):
+                    sql, params = self._DELETE_ALL_SQL, (change.aor,)
+                else:
+                    raise TypeError(f"not a binding change: {change!r}")
+                if sql != run_sql and run:
+                    assert run_sql is not None
+                    db.executemany(run_sql, run)
+                    run = []
+                run_sql = sql
+                run.append(params)
+            if run and run_sql is not None:
+                db.executemany(run_sql, run)
+        return len(batch)
+
+    def load_bindings(self, now: float) -> list[BindingRow]:
+        """Delete expired bindings (``expires_at <= now``) and return the rest, ordered by
+        (aor, contact)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,))
+            rows = db.execute(
+                f"SELECT {', '.join(_BINDING_COLUMNS)} FROM bindings ORDER BY aor, contact"
+            ).fetchall()
+        return [BindingRow(*r) for r in rows]
+
+    def purge_expired_bindings(self, now: float) -> int:
+        """Delete bindings with ``expires_at <= now``; returns how many went."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,)).rowcount
+
+    def count_bindings(self, now: float | None = None) -> int:
+        with self._lock:
+            if now is None:
+                row = self._db.execute("SELECT COUNT(*) FROM bindings").fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT COUNT(*) FROM bindings WHERE expires_at > ?", (now,)
+                ).fetchone()
+        return int(row[0])
+
+    # ---- audit log (append-only; UPDATE and DELETE are refused by triggers)
+
+    def append_audit(
+        self, *, actor: str, role: str, action: str, detail: Mapping[str, Any] | None = None,
+        ts: float | None = None,
+    ) -> int:
+        """Append one audit entry; returns its id. ``detail`` must be JSON-serialisable and
+        must not contain secrets."""
+        text = json.dumps(dict(detail or {}), sort_keys=True, ensure_ascii=False, default=str)
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO audit_log (ts, actor, role, action, detail) VALUES (?, ?, ?, ?, ?)",
+                (time.time() if ts is None else ts, actor, role, action, text),
+            )
+            return int(cur.lastrowid or 0)
+
+    def audit_entries(self, *, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
+        """The newest ``limit`` entries, oldest first."""
+        sql = "SELECT id, ts, actor, role, action, detail FROM audit_log"
+        params: list[Any] = []
+        if action is not None:
+            sql += " WHERE action = ?"
+            params.append(action)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in reversed(rows)]
+
+    # ---- site versions
+
+    def record_site_version(
+        self, fingerprint: str, document: Mapping[str, Any], *, applied_at: float | None = None
+    ) -> int:
+        """Record an applied site document; returns its version number.
+
+        Versions are monotonic. Recording the same fingerprint as the latest version is a no-op
+        that returns the latest version (restarts do not create versions). The document
+        includes secrets: this is why the database file is 0600.
+        """
+        text = json.dumps(dict(document), sort_keys=True, ensure_ascii=False)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT version, fingerprint FROM site_versions ORDER BY version DESC LIMIT 1"
+            ).fetchone()
+            if row is not None and row[1] == fingerprint:
+                return int(row[0])
+            version = 1 if row is None else int(row[0]) + 1
+            db.execute(
+                "INSERT INTO site_versions (version, fingerprint, applied_at, document) "
+                "VALUES (?, ?, ?, ?)",
+                (version, fingerprint, time.time() if applied_at is None else applied_at, text),
+            )
+            return version
+
+    def latest_site_version(self) -> SiteVersion | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version, fingerprint, applied_at, document FROM site_versions "
+                "ORDER BY version DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        return SiteVersion(int(row[0]), str(row[1]), float(row[2]), json.loads(row[3]))

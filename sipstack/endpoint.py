@@ -1,0 +1,247 @@
+"""The transport-independent front door of the SIP core, sans-I/O.
+
+Bytes come in with the peer they came from and ``now``; datagrams to send and
+events for the transaction user come out. Here bad input becomes a reply or a
+counted drop, never an exception, and RFC 3581 ``received``/``rport`` are
+stamped on the top Via so replies and later requests reach phones behind NAT.
+
+REGISTER and OPTIONS are answered statelessly (RFC 3261 §8.2.7): both are
+idempotent, and keeping 32 s of transaction state for each of thousands of
+registrations per second would cost memory for nothing. Other requests go to
+the transaction user as :class:`IncomingRequest` events.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sipstack.errors import SipParseError
+from sipstack.headers import COMPACT, Headers
+from sipstack.message import Request, Response, make_response, parse_message
+from sipstack.peer import Peer
+
+log = logging.getLogger(__name__)
+
+RegisterHandler = Callable[[Request, Peer, float], Response]
+RequestCheck = Callable[[Request], "tuple[int, str] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    request: Request
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingResponse:
+    response: Response
+    peer: Peer
+
+
+Event = IncomingRequest | IncomingResponse
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    received: int = 0
+    parse_errors: int = 0
+    dropped: int = 0
+    keepalives: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    server_header: str = "edgepbx"
+    allow: tuple[str, ...] = ("REGISTER", "OPTIONS")
+    supported: tuple[str, ...] = ("path", "outbound")
+    accept: tuple[str, ...] = ("application/sdp",)
+    max_size: int = 65535
+    max_headers: int = 128
+
+
+class Endpoint:
+    def __init__(
+        self,
+        config: EndpointConfig,
+        *,
+        on_register: RegisterHandler | None = None,
+        check_request: RequestCheck | None = None,
+    ) -> None:
+        self.config = config
+        self.on_register = on_register
+        self.check_request = check_request
+        self.stats = EndpointStats()
+        self._outbox: list[tuple[bytes, Peer]] = []
+        self._events: list[Event] = []
+        self._allow = ", ".join(config.allow)
+        self._supported = ", ".join(config.supported)
+
+    # -- output -------------------------------------------------------------------
+    def datagrams_to_send(self) -> list[tuple[bytes, Peer]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def send(self, message: Request | Response, peer: Peer) -> None:
+        self._outbox.append((message.to_bytes(), peer))
+
+    def respond(self, request: Request, response: Response, peer: Peer) -> None:
+        """Send a response where RFC 3261 §18.2.2 / RFC 3581 say it goes."""
+        if response.headers.get("server") is None:
+            response.headers.add("Server", self.config.server_header)
+        self._outbox.append((response.to_bytes(), response_destination(request, peer)))
+
+    # -- input --------------------------------------------------------------------
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """One datagram, or one frame cut by the stream framer."""
+        self.stats.received += 1
+        if not data.strip(b"\r\n \t"):
+            self.stats.keepalives += 1  # a CRLF keep-alive on UDP: nothing to answer
+            return
+        try:
+            message = parse_message(
+                data, max_size=self.config.max_size, max_headers=self.config.max_headers
+            )
+        except SipParseError as exc:
+            self.stats.parse_errors += 1
+            self._reply_to_garbage(data, exc, peer)
+            return
+        if isinstance(message, Response):
+            self._events.append(IncomingResponse(message, peer))
+            return
+        try:
+            self._handle_request(message, peer, now)
+        except SipParseError as exc:
+            # A header the handler needed turned out malformed.
+            self.stats.parse_errors += 1
+            self._error_reply(message, exc.status, exc.reason, exc.detail, peer)
+
+    def _handle_request(self, request: Request, peer: Peer, now: float) -> None:
+        method = request.method
+        counts = self.stats.by_method
+        counts[method] = counts.get(method, 0) + 1
+        stamp_via(request, peer)
+        if self.check_request is not None and method != "ACK":
+            problem = self.check_request(request)
+            if problem is not None:
+                self._error_reply(request, problem[0], problem[1], "", peer)
+                return
+        if method == "REGISTER" and self.on_register is not None:
+            self.respond(request, self.on_register(request, peer, now), peer)
+        elif method == "OPTIONS" and _is_for_us(request):
+            self.respond(request, self.options_response(request), peer)
+        else:
+            self._events.append(IncomingRequest(request, peer))
+
+    def options_response(self, request: Request) -> Response:
+        response = make_response(request, 200)
+        response.headers.add("Allow", self._allow)
+        response.headers.add("Accept", ", ".join(self.config.accept))
+        response.headers.add("Supported", self._supported)
+        return response
+
+    def _error_reply(
+        self, request: Request, status: int, reason: str, detail: str, peer: Peer
+    ) -> None:
+        if request.method == "ACK":
+            self.stats.dropped += 1
+            return
+        response = make_response(request, status, reason)
+        if detail:
+            response.headers.add("Warning", f'399 edgepbx "{_warning_text(detail)}"')
+        if status == 405:
+            response.headers.add("Allow", self._allow)
+        self.respond(request, response, peer)
+
+    def _reply_to_garbage(self, data: bytes, error: SipParseError, peer: Peer) -> None:
+        """Answer an unparseable request if its routing headers survive; else drop it."""
+        response = salvage_error_response(data, error)
+        if response is None:
+            self.stats.dropped += 1
+            log.debug("dropped unparseable datagram", extra={"peer": str(peer), "why": error.detail})
+            return
+        response.headers.add("Server", self.config.server_header)
+        self._outbox.append((response.to_bytes(), peer))
+
+
+def _is_for_us(request: Request) -> bool:
+    # OPTIONS inside a dialog (with a To tag) belongs to the transaction user.
+    return request.to.tag is None
+
+
+def _warning_text(detail: str) -> str:
+    return "".join(c for c in detail if c.isprintable() and c not in '"\\')[:120]
+
+
+def stamp_via(request: Request, peer: Peer) -> None:
+    """RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
+    via = request.top_via
+    if "rport" in via.params:
+        # RFC 3581 §4: with rport, received is added even when it equals sent-by.
+        via.params["rport"] = str(peer.port)
+        via.params["received"] = peer.host
+    elif not _same_ip(via.host, peer.host):
+        via.params["received"] = peer.host
+    else:
+        return
+    request.headers.replace_first_value("via", str(via))
+
+
+def _same_ip(host: str, ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")) == ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+
+
+def response_destination(request: Request, peer: Peer) -> Peer:
+    """Where a response goes: the connection on streams, else received/rport (§18.2.2)."""
+    if peer.reliable:
+        return peer
+    via = request.top_via
+    if via.params.get("rport"):
+        return peer
+    port = via.port if via.port is not None else 5060
+    return peer if port == peer.port else Peer(peer.transport, peer.host, port)
+
+
+_ROUTING = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+
+def salvage_error_response(data: bytes, error: SipParseError) -> Response | None:
+    """Build an error response from a request the strict parser refused.
+
+    Only possible when it is a request and its Via, From, To, Call-ID and CSeq
+    lines can be copied as they are. Responses and junk are dropped.
+    """
+    head = data[: data.find(b"\r\n\r\n")] if b"\r\n\r\n" in data else data[:8192]
+    text = head.decode("utf-8", "surrogateescape").replace("\r\n ", " ").replace("\r\n\t", " ")
+    lines = text.split("\r\n")
+    if not lines or lines[0].startswith("SIP/") or " SIP/" not in lines[0].upper():
+        return None
+    if lines[0].split(" ", 1)[0] == "ACK":
+        return None
+    items: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        key = name.strip().lower()
+        key = COMPACT.get(key, key)
+        if colon and key in _ROUTING:
+            if key != "via" and key in seen:
+                return None
+            seen.add(key)
+            items.append((key, {"call-id": "Call-ID", "cseq": "CSeq"}.get(key, key.title()),
+                          value.strip()))
+    if seen != _ROUTING:
+        return None
+    response = Response(error.status, error.reason, Headers(items))
+    response.headers.add("Warning", f'399 edgepbx "{_warning_text(error.detail)}"')
+    return response

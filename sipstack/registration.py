@@ -1,0 +1,113 @@
+"""REGISTER end to end: digest authentication, authorization, then the registrar.
+
+The no-enumeration rule lives here: until a request carries a valid digest
+response, a REGISTER for a user who does not exist gets exactly the answer a
+REGISTER for a real user gets (status, reason, headers and challenge shape),
+and the work done to reach it is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Protocol
+
+from sipstack.digest import DigestServer, Verdict, parse_credentials
+from sipstack.errors import SipParseError
+from sipstack.message import Request, Response, make_response
+from sipstack.peer import Peer
+from sipstack.registrar import Change, Registrar
+from sipstack.uri import SipUri, parse_uri
+
+log = logging.getLogger(__name__)
+
+
+class Directory(Protocol):
+    """What the registration code needs to know about the site's users."""
+
+    def aor_for_target(self, user: str) -> str | None:
+        """The AOR a To/Request-URI user part (username or extension) names."""
+
+    def aor_for_username(self, username: str) -> str | None:
+        """The AOR whose digest username this is."""
+
+    def ha1(self, username: str, algorithm: str) -> str | None:
+        """The stored digest HA1 for a username, or None when there is no such user."""
+
+
+def stateless_tag(request: Request) -> str:
+    """A To tag that is the same for every retransmission of a request (§8.2.7)."""
+    via = request.top_via
+    seed = f"{request.call_id}|{request.cseq.number}|{via.branch}|{request.from_.tag}"
+    return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+
+
+class RegistrationHandler:
+    def __init__(self, registrar: Registrar, digest: DigestServer, directory: Directory) -> None:
+        self.registrar = registrar
+        self.digest = digest
+        self.directory = directory
+        self.pending_changes: list[Change] = []
+        self.failures = 0
+
+    def take_changes(self) -> list[Change]:
+        out, self.pending_changes = self.pending_changes, []
+        return out
+
+    def __call__(self, request: Request, peer: Peer, now: float) -> Response:
+        tag = stateless_tag(request)
+        creds = None
+        for value in request.headers.get_all("authorization"):
+            parsed = parse_credentials(value)
+            if parsed is not None and parsed.realm == self.digest.realm:
+                creds = parsed
+                break
+        if creds is None:
+            return self._challenge(request, tag, now, stale=False)
+
+        result = self.digest.verify(
+            creds,
+            method=request.method,
+            ha1_lookup=self.directory.ha1,
+            now=now,
+            retransmission_key=f"{request.call_id}|{request.cseq.number}",
+        )
+        verdict = result.verdict
+        if verdict is Verdict.OK and not _same_uri(creds.uri, request.uri):
+            verdict = Verdict.INVALID  # credentials computed for another request
+        if verdict is Verdict.STALE:
+            return self._challenge(request, tag, now, stale=True)
+        if verdict is not Verdict.OK:
+            self.failures += 1
+            log.info(
+                "register auth failed",
+                extra={"source": str(peer), "username": creds.username[:64], "why": result.reason},
+            )
+            return self._challenge(request, tag, now, stale=False)
+
+        aor = self.directory.aor_for_username(creds.username)
+        to_uri = request.to.uri
+        target = to_uri.user_unescaped if isinstance(to_uri, SipUri) else None
+        if aor is None or target is None or self.directory.aor_for_target(target) != aor:
+            # Authenticated, but not for this address-of-record (§10.3 step 4).
+            return make_response(request, 403, "Not Allowed To Register This Address", to_tag=tag)
+        outcome = self.registrar.process(request, aor, peer, now, to_tag=tag)
+        self.pending_changes.extend(outcome.changes)
+        for gone in outcome.evicted:
+            log.info("binding evicted at contact limit", extra={"aor": aor, "contact": gone.contact})
+        return outcome.response
+
+    def _challenge(self, request: Request, tag: str, now: float, *, stale: bool) -> Response:
+        response = make_response(request, 401, to_tag=tag)
+        for value in self.digest.challenge(now, stale=stale):
+            response.headers.add("WWW-Authenticate", value)
+        return response
+
+
+def _same_uri(digest_uri: str, request_uri: str) -> bool:
+    if digest_uri == request_uri:
+        return True
+    try:
+        return parse_uri(digest_uri).equivalent(parse_uri(request_uri))
+    except SipParseError:
+        return False

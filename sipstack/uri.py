@@ -1,0 +1,219 @@
+"""SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), parsed from text.
+
+Objects keep the components as written (escapes included) so that ``str()``
+gives back what was parsed; comparison follows RFC 3261 §19.1.4.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote as _pct_decode
+
+from sipstack.errors import SipParseError
+from sipstack.grammar import format_params, parse_params
+
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9\-_.]*[A-Za-z0-9_])?\.?")
+_IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]")
+# RFC 3261 user/password characters: unreserved, escaped and user-unreserved.
+_USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
+_PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
+_MAX_URI = 4096
+
+
+@dataclass(slots=True)
+class SipUri:
+    scheme: str  # "sip" or "sips", lower case
+    host: str  # hostname or IPv4, or IPv6 with brackets
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out.append(":" + self.password)
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out.append(f":{self.port}")
+        if self.params:
+            out.append(format_params(self.params))
+        if self.headers:
+            out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers.items()))
+        return "".join(out)
+
+    @property
+    def host_bare(self) -> str:
+        """The host without IPv6 brackets, lower case: what a socket wants."""
+        host = self.host[1:-1] if self.host.startswith("[") else self.host
+        return host.lower()
+
+    @property
+    def user_unescaped(self) -> str | None:
+        return None if self.user is None else _pct_decode(self.user)
+
+    @property
+    def transport(self) -> str:
+        t = self.params.get("transport")
+        if t:
+            return t.lower()
+        return "tls" if self.scheme == "sips" else "udp"
+
+    def equivalent(self, other: object) -> bool:
+        """RFC 3261 §19.1.4 comparison."""
+        if not isinstance(other, SipUri):
+            return False
+        if self.scheme != other.scheme or self.port != other.port:
+            return False
+        if self.user_unescaped != other.user_unescaped:
+            return False
+        if (self.password and _pct_decode(self.password)) != (
+            other.password and _pct_decode(other.password)
+        ):
+            return False
+        if self.host_bare != other.host_bare:
+            return False
+        # Parameters present in both must match; user, ttl, method and maddr
+        # must match even when only one side has them.
+        for name in set(self.params) | set(other.params):
+            mine, theirs = self.params.get(name, ""), other.params.get(name, "")
+            if name in self.params and name in other.params or name in {
+                "user",
+                "ttl",
+                "method",
+                "maddr",
+                "transport",
+            }:
+                if (mine or "").lower() != (theirs or "").lower():
+                    return False
+        return {k.lower(): _pct_decode(v) for k, v in self.headers.items()} == {
+            k.lower(): _pct_decode(v) for k, v in other.headers.items()
+        }
+
+
+@dataclass(slots=True)
+class TelUri:
+    number: str
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    scheme = "tel"
+
+    def __str__(self) -> str:
+        return f"tel:{self.number}{format_params(self.params)}"
+
+    def equivalent(self, other: object) -> bool:
+        return (
+            isinstance(other, TelUri)
+            and _strip_visual(self.number) == _strip_visual(other.number)
+            and self.params == other.params
+        )
+
+
+@dataclass(slots=True)
+class AbsoluteUri:
+    """A URI of a scheme we do not interpret; kept so it can be relayed or refused (416)."""
+
+    scheme: str
+    rest: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.rest}"
+
+    def equivalent(self, other: object) -> bool:
+        return isinstance(other, AbsoluteUri) and str(self) == str(other)
+
+
+Uri = SipUri | TelUri | AbsoluteUri
+
+
+def _strip_visual(number: str) -> str:
+    return "".join(c for c in number if c not in "-.()")
+
+
+def parse_uri(text: str) -> Uri:
+    if len(text) > _MAX_URI:
+        raise SipParseError(414, "URI too long")
+    colon = text.find(":")
+    if colon <= 0:
+        raise SipParseError(400, f"not a URI: {text[:60]!r}")
+    scheme = text[:colon]
+    if _SCHEME_RE.fullmatch(scheme) is None:
+        raise SipParseError(400, f"bad URI scheme {scheme[:20]!r}")
+    scheme = scheme.lower()
+    rest = text[colon + 1 :]
+    if scheme in ("sip", "sips"):
+        return _parse_sip(scheme, rest)
+    if scheme == "tel":
+        number, _, params = rest.partition(";")
+        if not number:
+            raise SipParseError(400, "empty tel URI")
+        return TelUri(number, parse_params(params))
+    if not rest or any(c in rest for c in " \t<>\""):
+        raise SipParseError(400, f"malformed {scheme} URI")
+    return AbsoluteUri(scheme, rest)
+
+
+def _parse_sip(scheme: str, rest: str) -> SipUri:
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo = rest[:at]
+        rest = rest[at + 1 :]
+        user, sep, pw = userinfo.partition(":")
+        password = pw if sep else None
+        if not user or _USER_RE.fullmatch(user) is None:
+            raise SipParseError(400, "malformed user part in SIP URI")
+        if password is not None and _PASSWORD_RE.fullmatch(password) is None:
+            raise SipParseError(400, "malformed password in SIP URI")
+    # host
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            raise SipParseError(400, "unterminated IPv6 reference")
+        host = rest[: end + 1]
+        if _IPV6_RE.fullmatch(host) is None:
+            raise SipParseError(400, "malformed IPv6 reference")
+        i = end + 1
+    else:
+        i = 0
+        n = len(rest)
+        while i < n and rest[i] not in ":;?":
+            i += 1
+        host = rest[:i]
+        if not host or _HOSTNAME_RE.fullmatch(host) is None:
+            raise SipParseError(400, f"malformed host {host[:60]!r} in SIP URI")
+    port: int | None = None
+    n = len(rest)
+    if i < n and rest[i] == ":":
+        j = i + 1
+        while j < n and rest[j].isdigit():
+            j += 1
+        digits = rest[i + 1 : j]
+        if not digits or len(digits) > 5 or int(digits) > 65535:
+            raise SipParseError(400, "malformed port in SIP URI")
+        port = int(digits)
+        i = j
+    params: dict[str, str | None] = {}
+    headers: dict[str, str] = {}
+    if i < n and rest[i] == ";":
+        q = rest.find("?", i)
+        ptext = rest[i:] if q < 0 else rest[i:q]
+        params = parse_params(ptext)
+        i = n if q < 0 else q
+    if i < n and rest[i] == "?":
+        for item in rest[i + 1 :].split("&"):
+            name, sep, value = item.partition("=")
+            if not name or not sep:
+                raise SipParseError(400, "malformed URI header")
+            headers[name] = value
+        i = n
+    if i != n:
+        raise SipParseError(400, "trailing characters in SIP URI")
+    return SipUri(scheme, host, user, password, port, params, headers)
