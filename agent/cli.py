@@ -96,7 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     parser.error(f"unknown command {args.command!r}")
-    return EXIT_USAGE  # not reached
 
 
 def _err(message: str) -> None:
@@ -159,6 +158,8 @@ def _scalar(value: Any) -> str:
 def _listener_text(item: Any) -> str:
     if isinstance(item, dict):
         transport = item.get("transport", "?")
+        if "address" in item:
+            return f"{transport}:{item['address']}"
         host = str(item.get("host", "?"))
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
@@ -303,9 +304,9 @@ def softphone_settings(site: Site, listens: Sequence[ListenSpec]) -> str:
     lines = [f"Softphone settings for site {json.dumps(site.site.name, ensure_ascii=False)}", ""]
     for spec in listens:
         host = _reachable_address(spec.host)
-        shown = f"[{host}]" if ":" in host else host
-        lines.append(f"  server     {shown}:{spec.port}  (transport {spec.transport.upper()})")
-    lines.append(f"  domain     {site.site.realm}  (digest realm; or use the server address)")
+        lines.append(f"  server     {host}  port {spec.port}  transport {spec.transport.upper()}")
+    lines.append("  domain     the server address (auth realm: "
+                 f"{site.site.realm}, learnt from the challenge)")
     lines.append("")
     rows = [
         (u.name, u.extension, u.sip.username, u.sip.password.get_secret_value())

@@ -6,7 +6,10 @@ Code logs with fields in ``extra``::
 
 On stderr this becomes one logfmt line::
 
-    ts=2024-05-01T10:00:00.123Z level=info logger=agent.sipservice msg=registered user=alice contact=sip:alice@10.0.0.5:5060
+    ts=2024-05-01T10:00:00.123Z level=info logger=agent.sipservice msg=registered \
+        user=alice contact=sip:alice@10.0.0.5:5060
+
+(one line; wrapped here).
 
 Under systemd (``JOURNAL_STREAM`` names our stderr and ``systemd.journal`` is importable) records
 go to the journal natively, with the fields as upper-case journal fields (``USER=alice``).
@@ -135,7 +138,7 @@ class JournalHandler(logging.Handler):
                 fields["EXCEPTION_TEXT"] = logging.Formatter().formatException(record.exc_info)
                 message += "\n" + fields["EXCEPTION_TEXT"]
             self._send(message, **fields)
-        except Exception:  # logging must never raise into the caller
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent import __version__
+from agent.version import version
 from agent.listen import ListenSpec
 from agent.site import Site
 from agent.store import BindingRow, DeleteBinding, Store, UpsertBinding
@@ -137,7 +137,7 @@ class SipService:
         self.directory = SiteDirectory(site, self.digest.algorithms)
         self.registration = RegistrationHandler(self.registrar, self.digest, self.directory)
         self.endpoint = Endpoint(
-            EndpointConfig(server_header=f"edgepbx/{__version__}", allow=ALLOW, supported=SUPPORTED),
+            EndpointConfig(server_header=f"edgepbx/{version()}", allow=ALLOW, supported=SUPPORTED),
             on_register=self.registration,
             check_request=self._check_request,
         )
@@ -165,7 +165,10 @@ class SipService:
         # A fresh secret per start: outstanding nonces die with the process and
         # phones simply get a new challenge (stale=false costs them one round trip).
         return DigestServer(
-            site.site.realm, secrets.token_bytes(32), nonce_lifetime=float(site.sip.nonce_lifetime)
+            site.site.realm,
+            secrets.token_bytes(32),
+            nonce_lifetime=float(site.sip.nonce_lifetime),
+            algorithms=tuple(site.sip.digest_algorithms),
         )
 
     @staticmethod
@@ -174,8 +177,9 @@ class SipService:
 
     def apply_site(self, site: Site) -> None:
         """Switch to a new, already validated site document."""
-        if site.site.realm != self.site.site.realm or site.sip.nonce_lifetime != (
-            self.site.sip.nonce_lifetime
+        old = self.site
+        if (site.site.realm, site.sip.nonce_lifetime, site.sip.digest_algorithms) != (
+            old.site.realm, old.sip.nonce_lifetime, old.sip.digest_algorithms
         ):
             self.digest = self._digest_for(site)
         directory = SiteDirectory(site, self.digest.algorithms)

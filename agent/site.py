@@ -21,7 +21,7 @@ import typing
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Union
+from typing import Literal, Annotated, Any, Final, Union
 
 import yaml
 from pydantic import (
@@ -281,6 +281,13 @@ class SipSettings(SchemaModel):
         default=300, ge=10, le=86400,
         description="Seconds a digest nonce is accepted; older ones get stale=true.",
     )
+    digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(
+        default_factory=lambda: ["SHA-256", "MD5"], min_length=1, max_length=2,
+        description=(
+            "Digest challenges offered, strongest first (RFC 8760). Some older phones "
+            "read only the first challenge: list just MD5 for them."
+        ),
+    )
 
 
 class Site(SchemaModel):
@@ -368,7 +375,7 @@ def _check_users(users: list[Any], outside: str) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     seen: dict[str, dict[str, int]] = {"id": {}, "extension": {}, "username": {}}
 
-    def dup(kind: str, key: str, index: int, loc: Loc, shown: str, what: str) -> None:
+    def dup(kind: str, key: str, index: int, loc: Loc, *, shown: str, what: str) -> None:
         first = seen[kind].setdefault(key, index)
         if first != index:
             problems.append((loc, f"{_quote(shown)} is already the {what} of users[{first}]"))
@@ -378,10 +385,10 @@ def _check_users(users: list[Any], outside: str) -> list[tuple[Loc, str]]:
             continue
         uid = _scalar_key(user.get("id"))
         if uid is not None:
-            dup("id", uid.casefold(), i, ("users", i, "id"), uid, "id")
+            dup("id", uid.casefold(), i, ("users", i, "id"), shown=uid, what="id")
         ext = _scalar_key(user.get("extension"))
         if ext is not None:
-            dup("extension", ext, i, ("users", i, "extension"), ext, "extension")
+            dup("extension", ext, i, ("users", i, "extension"), shown=ext, what="extension")
             if outside and ext.startswith(outside) and not ext.startswith("0"):
                 problems.append((("users", i, "extension"),
                                  f"{_quote(ext)} starts with the outside-line digit "
@@ -390,8 +397,8 @@ def _check_users(users: list[Any], outside: str) -> list[tuple[Loc, str]]:
         if isinstance(sip, Mapping):
             name = _scalar_key(sip.get("username"))
             if name is not None:
-                dup("username", name.casefold(), i, ("users", i, "sip", "username"), name,
-                    "SIP username")
+                dup("username", name.casefold(), i, ("users", i, "sip", "username"),
+                    shown=name, what="SIP username")
     return problems
 
 
@@ -576,7 +583,7 @@ def _make_yaml_loader() -> type[yaml.SafeLoader]:
         loader.flatten_mapping(node)
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = loader.construct_object(key_node, deep=True)
             try:
                 first = seen.setdefault(key, key_node.start_mark.line + 1)
             except TypeError:
@@ -586,7 +593,7 @@ def _make_yaml_loader() -> type[yaml.SafeLoader]:
                     f"duplicate key {_quote(str(key))} at line {key_node.start_mark.line + 1} "
                     f"(first at line {first})"
                 )
-        return dict(loader.construct_pairs(node, deep=True))  # type: ignore[no-untyped-call]
+        return dict(loader.construct_pairs(node, deep=True))
 
     Loader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
     return Loader
@@ -618,7 +625,7 @@ def parse_document(text: str) -> Any:
         except json.JSONDecodeError as exc:
             json_error = f"{_ROOT}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
     try:
-        return yaml.load(body, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(body, Loader=_YamlLoader)  # a SafeLoader subclass
     except _DuplicateKeyError as exc:
         raise SiteError([f"{_ROOT}: invalid YAML: {exc}"]) from None
     except yaml.YAMLError as exc:
@@ -666,7 +673,7 @@ def load_site(path: str | Path) -> Site:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SiteError([f"{_ROOT}: not UTF-8 (byte {exc.start})"]) from None
+        raise SiteError([f"{_ROOT}: not UTF-8 (bad byte at offset {exc.start})"]) from None
     return parse_site(parse_document(text))
 
 
@@ -691,7 +698,8 @@ def site_document(site: Site, *, reveal_secrets: bool = False) -> dict[str, Any]
     """
     if reveal_secrets:
         data: dict[str, Any] = _reveal(site.model_dump(mode="python"))
-        return json.loads(json.dumps(data))  # normalise to JSON types
+        normalised: dict[str, Any] = json.loads(json.dumps(data))  # plain JSON types
+        return normalised
     return site.model_dump(mode="json")
 
 

@@ -287,7 +287,9 @@ class Store:
 
     def schema_version(self) -> int:
         with self._lock:
-            row = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+            row = self._db.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+            ).fetchone()
         return int(row[0])
 
     def pragma(self, name: str) -> Any:

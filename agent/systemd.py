@@ -102,7 +102,8 @@ def watchdog() -> bool:
 
 def reloading() -> bool:
     """RELOADING=1 with MONOTONIC_USEC (needed by ``Type=notify-reload``); send READY=1 after."""
-    return notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    return notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
 
 def stopping() -> bool:

@@ -248,9 +248,11 @@ _NAME = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # that a value echoed back into a header can never carry CR/LF.
 _QCHAR = r'[^"\\\x00-\x08\x0a-\x1f\x7f]'
 _QPAIR = r"\\[^\x00-\x08\x0a-\x1f\x7f]"
+# Unrolled-loop form (no per-character alternation): linear, and ~4x faster in sre.
+_QBODY = rf"{_QCHAR}*(?:{_QPAIR}{_QCHAR}*)*"
 _TOKVAL = r"[\x21\x23-\x2b\x2d-\x5b\x5d-\x7e]+"  # visible ASCII minus DQUOTE , backslash
-_PARAM_NC = rf'{_NAME}{_LWS}={_LWS}(?:"(?:{_QCHAR}|{_QPAIR})*"|{_TOKVAL})'
-_PARAM_CAP = rf'({_NAME}){_LWS}={_LWS}(?:"((?:{_QCHAR}|{_QPAIR})*)"|({_TOKVAL}))'
+_PARAM_NC = rf'{_NAME}{_LWS}={_LWS}(?:"{_QBODY}"|{_TOKVAL})'
+_PARAM_CAP = rf'({_NAME}){_LWS}={_LWS}(?:"({_QBODY})"|({_TOKVAL}))'
 _LIST_RE = re.compile(rf"[ \t\r\n,]*{_PARAM_NC}(?:{_LWS},[ \t\r\n,]*{_PARAM_NC})*[ \t\r\n,]*")
 _FIND_RE = re.compile(_PARAM_CAP)
 _UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
@@ -269,17 +271,16 @@ def _parse_params(value: str) -> dict[str, str] | None:
     body = s[7:]
     if _LIST_RE.fullmatch(body) is None:
         return None
-    params: dict[str, str] = {}
-    for name, quoted, token in _FIND_RE.findall(body):
-        key = name.lower()
-        if key in params or len(params) >= _MAX_PARAMS:
-            return None
-        if token:
-            params[key] = token
-        elif "\\" in quoted:
-            params[key] = _UNESCAPE_RE.sub(r"\1", quoted)
-        else:
-            params[key] = quoted
+    found = _FIND_RE.findall(body)
+    if len(found) > _MAX_PARAMS:
+        return None
+    unesc = _UNESCAPE_RE.sub
+    params = {
+        name.lower(): token or (unesc(r"\1", quoted) if "\\" in quoted else quoted)
+        for name, quoted, token in found
+    }
+    if len(params) != len(found):
+        return None  # duplicated parameter
     return params
 
 
@@ -589,8 +590,9 @@ class DigestServer:
     ) -> VerifyResult:
         """Check ``creds`` for a request with ``method``; see the module docstring.
 
-        The caller should also check that ``creds.uri`` names the Request-URI if it
-        wants that binding (SIP URI comparison is the message layer's job).
+        ``now`` must be finite and on the same clock as :meth:`challenge`. The caller
+        should also check that ``creds.uri`` names the Request-URI if it wants that
+        binding (SIP URI comparison is the message layer's job).
         """
         # 1. Checks that do not depend on the user.
         if creds.realm != self.realm:
@@ -631,11 +633,14 @@ class DigestServer:
         if not hmac.compare_digest(mac, raw[_PREFIX_LEN:]):
             return _INV_NONCE
 
-        # 2.-3. Response check; identical work for unknown users.
-        key = _normalise_ha1(ha1_lookup(creds.username, alg.base), alg.hexlen)
-        known = key is not None
-        if key is None:
-            key = self._dummy[alg.base]
+        # 2.-3. Response check; identical work for unknown users (the dummy HA1 goes
+        # through the same normalisation as a stored one).
+        dummy = self._dummy[alg.base]
+        stored = ha1_lookup(creds.username, alg.base)
+        known = stored is not None
+        key = _normalise_ha1(dummy if stored is None else stored, alg.hexlen)
+        if key is None:  # stored HA1 in a wrong format: treat as unknown
+            key, known = dummy, False
         h = alg.new
         if alg.sess:
             key = h(_enc(f"{key}:{nonce}:{cnonce}")).hexdigest()

@@ -15,8 +15,19 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _LWS_RE = re.compile(r"[ \t]+")
 
 
+_TOKENS_SEEN: set[str] = set()
+
+
 def is_token(text: str) -> bool:
-    return TOKEN_RE.fullmatch(text) is not None
+    # The same few names (tag, branch, rport, expires, ...) recur in every
+    # message; remember the good ones, within a bound.
+    if text in _TOKENS_SEEN:
+        return True
+    if TOKEN_RE.fullmatch(text) is None:
+        return False
+    if len(_TOKENS_SEEN) < 1024 and len(text) < 32:
+        _TOKENS_SEEN.add(text)
+    return True
 
 
 def split_commas(value: str) -> list[str]:
@@ -104,6 +115,8 @@ def parse_params(text: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     if not text:
         return params
+    if '"' not in text:
+        return _parse_plain_params(text)
     i = 0
     n = len(text)
     while i < n:
@@ -137,6 +150,31 @@ def parse_params(text: str) -> dict[str, str | None]:
         if not name or not is_token(name):
             raise SipParseError(400, f"malformed parameter name {name!r}")
         params[name.lower()] = value
+    return params
+
+
+def _parse_plain_params(text: str) -> dict[str, str | None]:
+    """parse_params without quoted values: split, the common case."""
+    params: dict[str, str | None] = {}
+    for part in text.split(";"):
+        name, eq, value = part.partition("=")
+        name = name.strip(" \t")
+        if not name:
+            if eq or value.strip(" \t"):
+                raise SipParseError(400, "parameter without a name")
+            continue
+        if not is_token(name):
+            raise SipParseError(400, f"malformed parameter name {name[:40]!r}")
+        if eq:
+            value = value.strip(" \t")
+            if not value or " " in value or "\t" in value:
+                if not value:
+                    params[name.lower()] = ""
+                    continue
+                raise SipParseError(400, f"malformed value of parameter {name[:40]!r}")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
     return params
 
 

@@ -89,10 +89,18 @@ SINGLE_HEADERS = frozenset(
 )
 
 
+_KEY_CACHE: dict[str, str] = {}
+
+
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower case, compact form expanded."""
-    key = name.lower()
-    return COMPACT.get(key, key)
+    key = _KEY_CACHE.get(name)
+    if key is None:
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        if len(_KEY_CACHE) < 512:  # names come from our own code; stay bounded anyway
+            _KEY_CACHE[name] = key
+    return key
 
 
 class Headers:

@@ -15,7 +15,6 @@ from sipstack.grammar import is_token
 from sipstack.headers import (
     CANONICAL,
     COMPACT,
-    SINGLE_HEADERS,
     CSeq,
     Headers,
     NameAddr,
@@ -31,12 +30,14 @@ MAX_HEADERS = 128
 _FOLD_RE = re.compile(r"\r\n[ \t]+")
 _BAD_NAME_CHARS = frozenset(" \t\r\n\x00")
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_ONCE = ("from", "to", "call-id", "cseq", "max-forwards")
+_TRACKED = frozenset({*_REQUIRED, *_ONCE, "content-length"})
 
 
 class Message:
     """What requests and responses share: headers, body and cached views."""
 
-    __slots__ = ("_cseq", "_from", "_to", "_vias", "body", "headers")
+    __slots__ = ("_contacts", "_cseq", "_from", "_to", "_vias", "body", "headers")
 
     def __init__(self, headers: Headers, body: bytes = b"") -> None:
         self.headers = headers
@@ -45,6 +46,7 @@ class Message:
         self._vias: list[Via] | None = None
         self._from: NameAddr | None = None
         self._to: NameAddr | None = None
+        self._contacts: list[NameAddr] | None = None
 
     # -- header views -----------------------------------------------------------
     def _required(self, key: str) -> str:
@@ -88,6 +90,18 @@ class Message:
         return self._to
 
     @property
+    def is_wildcard_contact(self) -> bool:
+        """``Contact: *`` (alone or not: the registrar decides what a mix means)."""
+        return any(v == "*" for v in self.headers.values("contact"))
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Every Contact value parsed; raises SipParseError for ``*`` or a bad value."""
+        if self._contacts is None:
+            self._contacts = [parse_name_addr(v) for v in self.headers.values("contact")]
+        return self._contacts
+
+    @property
     def max_forwards(self) -> int | None:
         value = self.headers.get("max-forwards")
         if value is None:
@@ -103,6 +117,7 @@ class Message:
         self._vias = None
         self._from = None
         self._to = None
+        self._contacts = None
 
     # -- serialization ----------------------------------------------------------
     def _start_line(self) -> str:
@@ -192,6 +207,8 @@ def parse_message(
         raise SipParseError(400, f"more than {max_headers} header fields")
 
     items: list[tuple[str, str, str]] = []
+    seen: dict[str, int] = {}
+    length_text: str | None = None
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon:
@@ -206,25 +223,28 @@ def parse_message(
             name = name.rstrip(" \t")
             if not is_token(name) or any(c in _BAD_NAME_CHARS for c in name):
                 raise SipParseError(400, f"malformed header name {name[:40]!r}")
-        items.append((key, name, value.strip(" \t")))
+        value = value.strip(" \t")
+        if key in _TRACKED:
+            seen[key] = seen.get(key, 0) + 1
+            if key == "content-length":
+                length_text = value
+        items.append((key, name, value))
     headers = Headers(items)
 
     body = data[sep + 4 :]
-    length_values = [v for k, _n, v in items if k == "content-length"]
-    if length_values:
-        if len(length_values) > 1:
+    if length_text is not None:
+        if seen["content-length"] > 1:
             raise SipParseError(400, "more than one Content-Length")
-        text = length_values[0]
-        if not text.isdigit() or len(text) > 9:
+        if not length_text.isdigit() or len(length_text) > 9:
             raise SipParseError(400, "malformed Content-Length")
-        length = int(text)
+        length = int(length_text)
         if length > len(body):
             raise SipParseError(400, "Content-Length larger than the message body")
         # A datagram may carry junk after the body; RFC 3261 §18.3 says discard it.
         body = body[:length]
 
     message = _start_line(lines[0], headers, body)
-    _check_required(message, items)
+    _check_required(message, seen)
     return message
 
 
@@ -254,20 +274,13 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Request | Response:
     return Request(method, uri, headers, body, version)
 
 
-def _check_required(message: Request | Response, items: list[tuple[str, str, str]]) -> None:
-    seen: dict[str, int] = {}
-    for key, _n, _v in items:
-        if key in SINGLE_HEADERS:
-            seen[key] = seen.get(key, 0) + 1
-    for key in ("from", "to", "call-id", "cseq", "max-forwards"):
+def _check_required(message: Request | Response, seen: dict[str, int]) -> None:
+    for key in _REQUIRED:
+        if key not in seen:
+            raise SipParseError(400, f"missing {CANONICAL[key]} header")
+    for key in _ONCE:
         if seen.get(key, 0) > 1:
             raise SipParseError(400, f"more than one {CANONICAL[key]} header")
-    for key in _REQUIRED:
-        if key == "via":
-            if not any(k == "via" for k, _n, _v in items):
-                raise SipParseError(400, "missing Via header")
-        elif key not in seen:
-            raise SipParseError(400, f"missing {CANONICAL[key]} header")
     cseq = message.cseq
     if isinstance(message, Request) and cseq.method != message.method:
         raise SipParseError(400, "CSeq method does not match the request method")

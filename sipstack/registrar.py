@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate
+from functools import lru_cache
 
 from sipstack.errors import SipParseError
 from sipstack.grammar import unquote
@@ -127,13 +128,12 @@ class Registrar:
     ) -> RegisterOutcome:
         cfg = self.config
         header_expires = _header_expires(request)
-        contacts = request.headers.values("contact")
         current = self._bindings.get(aor, {})
         call_id = request.call_id
         cseq = request.cseq.number
 
-        if any(c.strip() == "*" for c in contacts):
-            if len(contacts) != 1 or header_expires != 0:
+        if request.is_wildcard_contact:
+            if len(request.headers.values("contact")) != 1 or header_expires != 0:
                 return self._reply(request, aor, now, to_tag, 400, "Wildcard Contact needs Expires: 0")
             changes: list[Change] = []
             for key, b in list(current.items()):
@@ -146,8 +146,7 @@ class Registrar:
             return self._reply(request, aor, now, to_tag, 200, None, changes)
 
         wanted: list[tuple[str, NameAddr, int]] = []
-        for text in contacts:
-            contact = parse_name_addr(text)
+        for contact in request.contacts:
             if not isinstance(contact.uri, SipUri):
                 return self._reply(request, aor, now, to_tag, 400, "Contact must be a SIP URI")
             expires = _contact_expires(contact, header_expires, cfg.default_expires)
@@ -232,8 +231,13 @@ class Registrar:
                     if b.reg_id is not None:
                         extra += f";reg-id={b.reg_id}"
                 response.headers.add("Contact", f"<{b.contact}>;expires={remaining}{extra}")
-            response.headers.add("Date", formatdate(now, usegmt=True))
+            response.headers.add("Date", _http_date(int(now)))
         return RegisterOutcome(response, tuple(changes or ()))
+
+
+@lru_cache(maxsize=4)
+def _http_date(second: int) -> str:
+    return formatdate(second, usegmt=True)
 
 
 def _key_of(b: Binding) -> str:

@@ -38,7 +38,7 @@ class Directory(Protocol):
 def stateless_tag(request: Request) -> str:
     """A To tag that is the same for every retransmission of a request (§8.2.7)."""
     via = request.top_via
-    seed = f"{request.call_id}|{request.cseq.number}|{via.branch}|{request.from_.tag}"
+    seed = f"{request.call_id}|{request.cseq.number}|{via.branch}|{request.headers.get('from')}"
     return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
 
 
@@ -73,8 +73,8 @@ class RegistrationHandler:
             retransmission_key=f"{request.call_id}|{request.cseq.number}",
         )
         verdict = result.verdict
-        if verdict is Verdict.OK and not _same_uri(creds.uri, request.uri):
-            verdict = Verdict.INVALID  # credentials computed for another request
+        if verdict is Verdict.OK and not _plausible_digest_uri(creds.uri):
+            verdict = Verdict.INVALID
         if verdict is Verdict.STALE:
             return self._challenge(request, tag, now, stale=True)
         if verdict is not Verdict.OK:
@@ -104,10 +104,15 @@ class RegistrationHandler:
         return response
 
 
-def _same_uri(digest_uri: str, request_uri: str) -> bool:
-    if digest_uri == request_uri:
-        return True
+def _plausible_digest_uri(digest_uri: str) -> bool:
+    """The digest ``uri`` must be a SIP URI, not necessarily the Request-URI.
+
+    RFC 3261 §22.4 wants the Request-URI there, but SIPp and several phones put
+    the server's address instead, and Kamailio and Asterisk accept that. The
+    response still binds the URI, the method and a fresh nonce-count, so a
+    captured answer cannot be replayed.
+    """
     try:
-        return parse_uri(digest_uri).equivalent(parse_uri(request_uri))
+        return parse_uri(digest_uri).scheme in ("sip", "sips")
     except SipParseError:
         return False

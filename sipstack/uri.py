@@ -20,6 +20,8 @@ _IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 _USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
 _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
 _MAX_URI = 4096
+# RFC 3261 §19.1.4 (and its examples for transport): never ignored when only one URI has them.
+_MUST_MATCH_PARAMS = frozenset({"user", "ttl", "method", "maddr", "transport"})
 
 
 @dataclass(slots=True)
@@ -79,18 +81,14 @@ class SipUri:
             return False
         if self.host_bare != other.host_bare:
             return False
-        # Parameters present in both must match; user, ttl, method and maddr
-        # must match even when only one side has them.
-        for name in set(self.params) | set(other.params):
-            mine, theirs = self.params.get(name, ""), other.params.get(name, "")
-            if name in self.params and name in other.params or name in {
-                "user",
-                "ttl",
-                "method",
-                "maddr",
-                "transport",
-            }:
-                if (mine or "").lower() != (theirs or "").lower():
+        # Parameters in both must match; these must match even when only one has them.
+        for name in self.params.keys() | other.params.keys():
+            in_both = name in self.params and name in other.params
+            if in_both or name in _MUST_MATCH_PARAMS:
+                mine, theirs = self.params.get(name), other.params.get(name)
+                if (mine or "").lower() != (theirs or "").lower() or (mine is None) != (
+                    theirs is None
+                ):
                     return False
         return {k.lower(): _pct_decode(v) for k, v in self.headers.items()} == {
             k.lower(): _pct_decode(v) for k, v in other.headers.items()

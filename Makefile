@@ -1,0 +1,89 @@
+# edgepbx developer entry points. `make help` lists them.
+#
+#   make run     start the agent on the demo site (agent/demo/site.yaml), state in ./var
+#   make test    Debian peers + venv + lint + the whole pytest suite (what CI runs)
+#   make lint    ruff, mypy (strict on sipstack/ and dialplan/), import layering
+#   make bench   benchmarks against the anchors (Kamailio), printing figures and ratios
+#   make deps    the Debian packages the tests need (root only; fast when present)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+# make run: where the demo agent listens. 5060 is the SIP default and needs no privilege.
+HOST ?= 0.0.0.0
+PORT ?= 5060
+SITE ?= agent/demo/site.yaml
+STATE ?= var
+
+PYTEST_ARGS ?=
+
+# The systemd extra builds systemd-python, which needs libsystemd's headers (and a C
+# compiler). The stamp name records whether it was wanted, so installing
+# libsystemd-dev later re-runs the install.
+HAVE_LIBSYSTEMD := $(shell pkg-config --exists libsystemd 2>/dev/null && echo yes)
+STAMP := $(VENV)/.stamp-test$(if $(HAVE_LIBSYSTEMD),-systemd)
+
+.PHONY: help venv deps deps-bench lint test run bench clean
+
+help:
+	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
+
+# ---------------------------------------------------------------- environment
+
+# Re-install when the project metadata changes.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
+	  "edgepbx needs Python 3.11 or newer; $(PYTHON) is " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check -e '.[test]'
+	@# Optional: without systemd-python the agent simply does not talk to systemd.
+	@if [ -n "$(HAVE_LIBSYSTEMD)" ]; then \
+	  $(PIP) install -q --disable-pip-version-check -e '.[test,systemd]' || \
+	  echo "make: warning: systemd-python did not build; sd_notify support is off" >&2; \
+	fi
+	@rm -f $(VENV)/.stamp-*
+	@touch $@
+
+venv: $(STAMP)
+
+deps:
+	@.ci/apt-deps test
+
+deps-bench:
+	@.ci/apt-deps bench
+
+# ---------------------------------------------------------------- checks
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+# deps runs first so that the venv sees libsystemd-dev when it was just installed.
+test: deps
+	@$(MAKE) --no-print-directory venv
+	@$(MAKE) --no-print-directory lint
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------- running
+
+run: venv
+	@mkdir -p $(STATE)
+	@$(PY) scripts/demo-settings.py $(SITE) $(HOST) $(PORT)
+	exec $(VENV)/bin/edgepbx-agent --site $(SITE) --state-dir $(STATE) \
+	  --listen udp:$(HOST):$(PORT) --listen tcp:$(HOST):$(PORT)
+
+bench: deps-bench
+	@$(MAKE) --no-print-directory venv
+	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
+	$(PY) bench/register/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_fakes import FakeProvider, control_server
+
+from agent.cli import main, phone_row, render_status
+from agent.site import site_json_schema
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "agent" / "demo" / "site.yaml"
+
+STATUS: dict[str, Any] = {
+    "version": "0.1.0",
+    "pid": 4242,
+    "started_at": 1.0,
+    "uptime_s": 3725.4,
+    "state_dir": "/var/lib/edgepbx",
+    "site": {"name": "Demo Office", "realm": "edgepbx.local", "version": 3,
+             "fingerprint": "0123456789abcdef" * 4},
+    "listeners": [{"transport": "udp", "address": "127.0.0.1:5060"},
+                  {"transport": "tcp", "host": "::1", "port": 5060}, "tls:0.0.0.0:5061"],
+    "users": 4,
+    "bindings": 2,
+    "requests": {"REGISTER": 10},
+}
+
+PHONES = [
+    {"user": "alice", "contact": "sip:alice@192.0.2.10:5062;ob", "source": "192.0.2.10:5062",
+     "transport": "udp", "user_agent": "Yealink SIP-T46S", "expires_in": 3540},
+    {"aor": "bob", "contact": "sip:bob@[2001:db8::5]:5060", "source_host": "2001:db8::5",
+     "source_port": 5060, "source_transport": "TCP", "user_agent": None,
+     "expires_at": time.time() + 59.5},
+]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_status_table(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with control_server(state_dir, FakeProvider(STATUS, PHONES)):
+        code, out, err = run(["--state-dir", str(state_dir), "status"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["agent", "edgepbx-agent", "0.1.0", "(pid", "4242)"]
+    table = {line[:18].strip(): line[18:].strip() for line in lines}
+    assert table["uptime"] == "1h 02m 05s"
+    assert table["site"] == "Demo Office, version 3, fingerprint 0123456789ab"
+    assert table["listeners"] == "udp:127.0.0.1:5060  tcp:[::1]:5060  tls:0.0.0.0:5061"
+    assert table["users"] == "4"
+    assert table["bindings"] == "2"
+    assert table["requests.REGISTER"] == "10"
+
+
+def test_status_json(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with control_server(state_dir, FakeProvider(STATUS, PHONES)):
+        code, out, _ = run(["--state-dir", str(state_dir), "status", "--json"], capsys)
+    assert code == 0
+    assert json.loads(out) == STATUS
+
+
+def test_phones_table_and_json(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with control_server(state_dir, FakeProvider(STATUS, PHONES)):
+        code, out, _ = run(["--state-dir", str(state_dir), "phones"], capsys)
+        assert code == 0
+        header, first, second = out.splitlines()
+        assert header.split() == ["USER", "CONTACT", "SOURCE", "TRANSPORT", "USER", "AGENT",
+                                  "EXPIRES", "IN"]
+        assert first.split() == ["alice", "sip:alice@192.0.2.10:5062;ob", "192.0.2.10:5062",
+                                 "udp", "Yealink", "SIP-T46S", "59m", "00s"]
+        assert second.split()[:5] == ["bob", "sip:bob@[2001:db8::5]:5060", "[2001:db8::5]:5060",
+                                      "tcp", "-"]
+        assert second.split()[5] in ("59s", "58s")
+        code, out, _ = run(["--state-dir", str(state_dir), "phones", "--json"], capsys)
+        assert code == 0
+        assert json.loads(out)[0]["user"] == "alice"
+
+
+def test_no_phones(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with control_server(state_dir, FakeProvider(STATUS, [])):
+        assert run(["--state-dir", str(state_dir), "phones"], capsys)[1] == "no phones registered\n"
+
+
+@pytest.mark.parametrize("command", ["status", "phones"])
+def test_no_agent(state_dir: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, out, err = run(["--state-dir", str(state_dir), command], capsys)
+    assert code == 2
+    assert out == ""
+    assert err == f"edgepbx: no agent running on {state_dir} (control socket missing)\n"
+
+
+def test_state_dir_from_environment(
+    state_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEPBX_STATE_DIR", str(state_dir))
+    with control_server(state_dir, FakeProvider(STATUS, [])):
+        assert run(["status", "--json"], capsys)[0] == 0
+
+
+def test_site_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["site", "validate", str(DEMO)], capsys)
+    assert code == 0
+    assert out.startswith(f'{DEMO}: OK (site "Demo Office", 4 users, fingerprint ')
+
+
+def test_site_validate_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "site: {name: X, timezone: Nowhere/City, realm: pbx.test}\n"
+        "users:\n"
+        "  - {id: a, name: A, extension: '101', sip: {username: a, password: pw}}\n"
+        "  - {id: b, name: B, extension: '0101', sip: {username: a, password: pw}}\n"
+    )
+    code, out, err = run(["site", "validate", str(bad)], capsys)
+    assert code == 1
+    assert out.splitlines() == [
+        'site.timezone: "Nowhere/City" is not a known IANA time zone',
+        'users[1].extension: "0101" must not start with 0',
+        'users[1].sip.username: "a" is already the SIP username of users[0]',
+    ]
+    assert err == f"edgepbx: {bad}: 3 errors\n"
+
+
+def test_site_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["site", "schema"], capsys)
+    assert code == 0
+    assert json.loads(out) == site_json_schema()
+
+
+def test_softphone_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["softphone-settings", "--site", str(DEMO),
+                        "--listen", "udp:127.0.0.1:5080", "--listen", "tcp:[::1]:5080"], capsys)
+    assert code == 0
+    assert "server     127.0.0.1  port 5080  transport UDP" in out
+    assert "server     ::1  port 5080  transport TCP" in out
+    assert any(line.split() == ["Alice", "Adler", "101", "alice", "demo-alice-101"]
+               for line in out.splitlines())
+    code, out2, _ = run(["demo-info", "--site", str(DEMO)], capsys)
+    assert code == 0 and "port 5060" in out2
+    code, _, err = run(["demo-info", "--site", str(DEMO), "--listen", "foo"], capsys)
+    assert code == 2 and "unknown transport" in err
+
+
+def test_render_helpers_tolerate_missing_keys() -> None:
+    assert render_status({})[0] == ("agent", "edgepbx-agent ?")
+    assert phone_row({}, 0.0) == ("?", "?", "?:?", "?", "-", "-")
+
+
+def test_console_script_no_agent(state_dir: Path) -> None:
+    script = Path(sys.executable).parent / "edgepbx"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
+    res = subprocess.run([*cmd, "--state-dir", str(state_dir), "status"],
+                         capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"edgepbx: no agent running on {state_dir} (control socket missing)"
