@@ -74,11 +74,15 @@ test: deps
 
 # ---------------------------------------------------------------- running
 
+LISTEN := --listen udp:$(HOST):$(PORT) --listen tcp:$(HOST):$(PORT)
+
 run: venv
 	@mkdir -p $(STATE)
-	@$(PY) scripts/demo-settings.py $(SITE) $(HOST) $(PORT)
-	exec $(VENV)/bin/edgepbx-agent --site $(SITE) --state-dir $(STATE) \
-	  --listen udp:$(HOST):$(PORT) --listen tcp:$(HOST):$(PORT)
+	@$(VENV)/bin/edgepbx softphone-settings --site $(SITE) $(LISTEN)
+	@echo
+	@echo "Registered phones: $(VENV)/bin/edgepbx --state-dir $(STATE) phones   (Ctrl-C stops)"
+	@echo
+	exec $(VENV)/bin/edgepbx-agent --site $(SITE) --state-dir $(STATE) $(LISTEN)
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory venv

@@ -254,10 +254,18 @@ class ControlClient:
         """Send one command; return its ``result``. Raises :class:`AgentNotRunning` or
         :class:`ControlError`."""
         _check_path_length(self.path)
-        if not self.path.exists():
+        try:
+            os.stat(self.path)
+        except FileNotFoundError:
             raise AgentNotRunning(
                 f"no agent running on {self.state_dir} (control socket missing)"
-            )
+            ) from None
+        except PermissionError:
+            raise ControlError(
+                f"permission denied on {self.state_dir} (run as the agent's user or root)"
+            ) from None
+        except OSError as exc:
+            raise ControlError(f"control socket {self.path}: {exc.strerror or exc}") from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(self.timeout)
         try:

@@ -426,10 +426,16 @@ def _run_loop(coro_factory: Callable[[], Any], loop_choice: str) -> int:
     return result
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)
+
+
 def main(
     argv: Sequence[str] | None = None, *, service_factory: ServiceFactory | None = None
 ) -> int:
     args = build_parser().parse_args(argv)
+    # Until the event loop takes over the signals, SIGTERM means a plain clean exit.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     setup_logging(args.log_level, target=args.log_target)
     state_dir: Path = args.state_dir or default_state_dir()
     listens: list[ListenSpec] = args.listen or [parse_listen(t) for t in DEFAULT_LISTENS]

@@ -21,7 +21,7 @@ import typing
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Literal, Annotated, Any, Final, Union
+from typing import Annotated, Any, Final, Literal, Union
 
 import yaml
 from pydantic import (
@@ -183,6 +183,14 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+def _no_duplicates(values: list[Any]) -> list[Any]:
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise PydanticCustomError("duplicate", "{value} is listed twice",
+                                      {"value": _quote(str(value))})
+    return values
+
+
 def _check_digit(value: str) -> str:
     if not (len(value) == 1 and value.isascii() and value.isdigit()):
         raise PydanticCustomError("digit", "{value} must be a single digit 0-9",
@@ -215,6 +223,8 @@ Digit = Annotated[
     Field(json_schema_extra={"pattern": "^[0-9]$"}),
 ]
 StrictInt = Annotated[int, Strict()]
+DigestAlgorithm = Literal["SHA-256", "MD5"]
+_DEFAULT_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,8 +291,10 @@ class SipSettings(SchemaModel):
         default=300, ge=10, le=86400,
         description="Seconds a digest nonce is accepted; older ones get stale=true.",
     )
-    digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(
-        default_factory=lambda: ["SHA-256", "MD5"], min_length=1, max_length=2,
+    digest_algorithms: Annotated[
+        list[DigestAlgorithm], AfterValidator(_no_duplicates)
+    ] = Field(
+        default_factory=lambda: list(_DEFAULT_ALGORITHMS), min_length=1, max_length=2,
         description=(
             "Digest challenges offered, strongest first (RFC 8760). Some older phones "
             "read only the first challenge: list just MD5 for them."
@@ -426,6 +438,10 @@ def _check_sip(sip: Mapping[str, Any]) -> list[tuple[Loc, str]]:
 
 _IDENT_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$-]*$")
 
+def _items(n: Any) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
 _MESSAGES: dict[str, str | Callable[[dict[str, Any]], str]] = {
     "missing": "required field is missing",
     "string_type": "must be a string",
@@ -447,8 +463,13 @@ _MESSAGES: dict[str, str | Callable[[dict[str, Any]], str]] = {
         else f"must be at least {c.get('min_length')} characters"
     ),
     "string_too_long": lambda c: f"must be at most {c.get('max_length')} characters",
-    "too_long": lambda c: f"must have at most {c.get('max_length')} items",
-    "too_short": lambda c: f"must have at least {c.get('min_length')} items",
+    "too_long": lambda c: f"must have at most {_items(c.get('max_length'))}",
+    "too_short": lambda c: (
+        "must not be empty" if c.get("min_length") == 1
+        else f"must have at least {_items(c.get('min_length'))}"
+    ),
+    "literal_error": lambda c: f"must be {c.get('expected')}",
+    "enum": lambda c: f"must be {c.get('expected')}",
 }
 
 

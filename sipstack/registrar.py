@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from sipstack.errors import SipParseError
 from sipstack.grammar import unquote
-from sipstack.headers import NameAddr, parse_name_addr
+from sipstack.headers import NameAddr
 from sipstack.message import Request, Response, make_response
 from sipstack.peer import Peer
 from sipstack.uri import SipUri, parse_uri
@@ -126,29 +126,50 @@ class Registrar:
     def process(
         self, request: Request, aor: str, source: Peer, now: float, *, to_tag: str | None = None
     ) -> RegisterOutcome:
+        """Apply one authenticated REGISTER for ``aor`` (RFC 3261 §10.3 steps 6-8).
+
+        All or nothing: a request that fails (400, 423, 500) changes no binding.
+        """
         cfg = self.config
         header_expires = _header_expires(request)
-        current = self._bindings.get(aor, {})
+        stored = self._bindings.get(aor, {})
+        # Bindings past their expiry no longer exist (§10.3: they are removed when they
+        # expire); the sweeper may just not have got to them yet. Their rows go too.
+        current = {k: b for k, b in stored.items() if b.expires_at > now}
+        changes: list[Change] = [
+            Delete(aor, b.contact) for k, b in stored.items() if k not in current
+        ]
         call_id = request.call_id
+        if not _is_storable(call_id):
+            raise SipParseError(400, "malformed Call-ID")
         cseq = request.cseq.number
 
         if request.is_wildcard_contact:
             if len(request.headers.values("contact")) != 1 or header_expires != 0:
-                return self._reply(request, aor, now, to_tag, 400, "Wildcard Contact needs Expires: 0")
-            changes: list[Change] = []
-            for key, b in list(current.items()):
-                if b.call_id == call_id and cseq < b.cseq:
-                    return self._reply(request, aor, now, to_tag, 500, "Out of order CSeq")
-                if b.call_id == call_id and cseq == b.cseq:
-                    continue  # retransmission of the request that wrote it
-                del current[key]
-                changes.append(Delete(aor, b.contact))
-            return self._reply(request, aor, now, to_tag, 200, None, changes)
+                return self._reply(
+                    request, aor, now, to_tag=to_tag, status=400,
+                    reason="Wildcard Contact needs Expires: 0",
+                )
+            # §10.3 step 6: every binding goes, unless one has this Call-ID and a CSeq
+            # not below the request's; then the whole request fails and nothing goes.
+            for b in current.values():
+                if b.call_id == call_id and cseq <= b.cseq:
+                    return self._reply(
+                        request, aor, now, to_tag=to_tag, status=500, reason="Out of order CSeq"
+                    )
+            changes.extend(Delete(aor, b.contact) for b in current.values())
+            self._bindings.pop(aor, None)
+            return self._reply(request, aor, now, to_tag=to_tag, status=200, changes=changes)
 
-        wanted: list[tuple[str, NameAddr, int]] = []
+        wanted: list[tuple[str, NameAddr, int, str | None, int | None]] = []
         for contact in request.contacts:
             if not isinstance(contact.uri, SipUri):
-                return self._reply(request, aor, now, to_tag, 400, "Contact must be a SIP URI")
+                return self._reply(
+                    request, aor, now, to_tag=to_tag, status=400,
+                    reason="Contact must be a SIP URI",
+                )
+            if not _is_storable(contact.raw_uri):
+                raise SipParseError(400, "malformed Contact URI")
             expires = _contact_expires(contact, header_expires, cfg.default_expires)
             if 0 < expires < cfg.min_expires:
                 response = make_response(request, 423, to_tag=to_tag)
@@ -156,16 +177,19 @@ class Registrar:
                 return RegisterOutcome(response, ())
             expires = min(expires, cfg.max_expires)
             instance, reg_id = _outbound_ids(contact)
-            wanted.append((binding_key(contact.uri, instance, reg_id), contact, expires))
+            key = binding_key(contact.uri, instance, reg_id)
+            wanted.append((key, contact, expires, instance, reg_id))
 
-        changes = []
         updated = dict(current)
-        user_agent = request.headers.get("user-agent") or ""
-        for key, contact, expires in wanted:
+        touched: set[str] = set()
+        user_agent = _display_text(request.headers.get("user-agent") or "")
+        for key, contact, expires, instance, reg_id in wanted:
             old = updated.get(key)
             if old is not None and old.call_id == call_id:
                 if cseq < old.cseq:
-                    return self._reply(request, aor, now, to_tag, 500, "Out of order CSeq")
+                    return self._reply(
+                        request, aor, now, to_tag=to_tag, status=500, reason="Out of order CSeq"
+                    )
                 if cseq == old.cseq:
                     continue  # retransmission: already applied
             if expires == 0:
@@ -173,7 +197,6 @@ class Registrar:
                     del updated[key]
                     changes.append(Delete(aor, old.contact))
                 continue
-            instance, reg_id = _outbound_ids(contact)
             q = _q_value(contact)
             binding = Binding(
                 aor=aor,
@@ -191,24 +214,27 @@ class Registrar:
             if old is not None and old.contact != binding.contact:
                 changes.append(Delete(aor, old.contact))
             updated[key] = binding
+            touched.add(key)
             changes.append(Upsert(binding))
 
         evicted: list[Binding] = []
-        live = {k: b for k, b in updated.items() if b.expires_at > now}
-        while len(live) > cfg.max_contacts:
-            # A phone that rebooted behind a new NAT mapping must still get in:
-            # the binding closest to expiry (the least recently refreshed) goes.
-            key = min(live, key=lambda k: live[k].expires_at)
-            gone = live.pop(key)
+        while len(updated) > cfg.max_contacts:
+            # A phone that rebooted behind a new NAT mapping must still get in, so a
+            # binding this request did not refresh goes first, and of those the one
+            # closest to expiry (the least recently refreshed, as expiries are alike).
+            key = min(updated, key=lambda k: (k in touched, updated[k].expires_at))
+            gone = updated.pop(key)
             evicted.append(gone)
             changes = [c for c in changes if not (isinstance(c, Upsert) and c.binding is gone)]
             if key in current:
-                changes.append(Delete(aor, gone.contact))
-        if live:
-            self._bindings[aor] = live
+                stale = Delete(aor, current[key].contact)
+                if stale not in changes:
+                    changes.append(stale)
+        if updated:
+            self._bindings[aor] = updated
         else:
             self._bindings.pop(aor, None)
-        outcome = self._reply(request, aor, now, to_tag, 200, None, changes)
+        outcome = self._reply(request, aor, now, to_tag=to_tag, status=200, changes=changes)
         return RegisterOutcome(outcome.response, outcome.changes, tuple(evicted))
 
     def _reply(
@@ -216,9 +242,10 @@ class Registrar:
         request: Request,
         aor: str,
         now: float,
+        *,
         to_tag: str | None,
         status: int,
-        reason: str | None,
+        reason: str | None = None,
         changes: list[Change] | None = None,
     ) -> RegisterOutcome:
         response = make_response(request, status, reason, to_tag=to_tag)
@@ -227,7 +254,7 @@ class Registrar:
                 remaining = max(0, int(b.expires_at - now + 0.5))
                 extra = "" if b.q is None else f";q={b.q:g}"
                 if b.instance_id is not None:
-                    extra += f';+sip.instance="{b.instance_id}"'
+                    extra += f';+sip.instance="<{b.instance_id}>"'
                     if b.reg_id is not None:
                         extra += f";reg-id={b.reg_id}"
                 response.headers.add("Contact", f"<{b.contact}>;expires={remaining}{extra}")
@@ -248,12 +275,32 @@ def _key_of(b: Binding) -> str:
     return binding_key(uri if isinstance(uri, SipUri) else b.contact, b.instance_id, b.reg_id)
 
 
+def _is_storable(text: str) -> bool:
+    """Printable ASCII: what the grammar of Call-ID and URIs allows, and safe to store.
+
+    Header text is decoded with ``surrogateescape``; a lone surrogate cannot be encoded
+    as UTF-8 and would fail the store's whole batch of binding changes.
+    """
+    return text.isascii() and text.isprintable()
+
+
+def _display_text(text: str, limit: int = 256) -> str:
+    """Informational header text (User-Agent) made valid UTF-8 and bounded."""
+    raw = text.encode("utf-8", "surrogateescape")[: limit * 4]
+    return raw.decode("utf-8", "replace")[:limit]
+
+
+def _is_digits(text: str) -> bool:
+    # str.isdigit() also takes "²" and other digits that int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _header_expires(request: Request) -> int | None:
     value = request.headers.get("expires")
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit():
+    if not _is_digits(value):
         raise SipParseError(400, "malformed Expires")
     return min(int(value), 2**32 - 1)
 
@@ -262,7 +309,7 @@ def _contact_expires(contact: NameAddr, header: int | None, default: int) -> int
     raw = contact.params.get("expires")
     if raw is not None:
         raw = raw.strip()
-        if not raw.isdigit():
+        if not _is_digits(raw):
             raise SipParseError(400, "malformed expires parameter")
         return min(int(raw), 2**32 - 1)
     return header if header is not None else default
@@ -284,6 +331,12 @@ def _q_value(contact: NameAddr) -> float | None:
 def _outbound_ids(contact: NameAddr) -> tuple[str | None, int | None]:
     raw_instance = contact.params.get("+sip.instance")
     instance = unquote(raw_instance).strip("<>") if raw_instance else None
+    if instance is not None and not _is_storable(instance):
+        raise SipParseError(400, "malformed +sip.instance")
     raw_reg = contact.params.get("reg-id")
-    reg_id = int(raw_reg) if raw_reg is not None and raw_reg.isdigit() else None
-    return instance, reg_id
+    if raw_reg is None:
+        return instance, None
+    # RFC 5626 §4.2: reg-id is 1 to 2**31-1.
+    if not _is_digits(raw_reg) or len(raw_reg) > 10 or not 0 < int(raw_reg) < 2**31:
+        raise SipParseError(400, "malformed reg-id")
+    return instance, int(raw_reg)

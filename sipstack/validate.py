@@ -71,23 +71,41 @@ def check_request(
     ``supported`` holds the option tags this UAS implements (compared without
     regard to case). The other sets default to what edgepbx handles.
     """
-    # The header views the parser left lazy: a malformed one is a 400 (or the
-    # status its parser chose, such as 414), and must be found here rather than
-    # deep inside the transaction user.
+    # Every header view the parser left lazy, and every list split here, can
+    # turn out malformed: that is a 400 (or the status its parser chose, such
+    # as 414), found here rather than deep inside the transaction user.
     try:
-        problem = _malformed(req)
+        return _check(
+            req,
+            supported=supported,
+            methods=methods,
+            schemes=schemes,
+            content_types=content_types,
+            content_encodings=content_encodings,
+            response_types=response_types,
+        )
     except SipParseError as exc:
         return exc.status, exc.reason
+
+
+def _check(
+    req: Request,
+    *,
+    supported: frozenset[str],
+    methods: frozenset[str],
+    schemes: frozenset[str],
+    content_types: frozenset[str],
+    content_encodings: frozenset[str],
+    response_types: frozenset[str],
+) -> Problem | None:
+    problem = _malformed(req)
     if problem is not None:
         return problem
     # §8.2.1: an unknown method is a 501 even when other fields disagree with
     # it (RFC 4475 §3.1.2.18 prefers 501 for an unknown method with a CSeq mismatch).
     if req.method not in methods:
         return _problem(501)
-    try:
-        problem = _semantics(req)
-    except SipParseError as exc:
-        return exc.status, exc.reason
+    problem = _semantics(req)
     if problem is not None:
         return problem
     # §8.2.2.1: a Request-URI scheme we do not serve.
@@ -112,7 +130,8 @@ def check_request(
 def unsupported_requirements(req: Request, supported: frozenset[str]) -> tuple[str, ...]:
     """The option tags of Require that are not in ``supported``, as written, in order.
 
-    These go in the Unsupported header of the 420 (RFC 3261 §8.2.2.3).
+    These go in the Unsupported header of the 420 (RFC 3261 §8.2.2.3). Raises
+    SipParseError if Require is malformed (check_request has answered 400 then).
     """
     known = {tag.lower() for tag in supported}
     return tuple(tag for tag in req.headers.values("require") if tag.lower() not in known)

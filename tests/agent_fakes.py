@@ -56,3 +56,50 @@ def control_server(state_dir: Path, provider: Any) -> Iterator[ControlServer]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+class FakeService:
+    """Stands in for agent.sipservice.SipService in agent process tests.
+
+    It journals its calls to STATE_DIR/fake-service.log. Site names steer it: "fail-start"
+    makes start() raise OSError, "refuse" makes apply_site() raise ValueError.
+    """
+
+    def __init__(self, *, site: Any, store: Any, listens: list[Any], state_dir: Path,
+                 tls_cert: tuple[Path, Path] | None) -> None:
+        self.site = site
+        self.store = store
+        self.listens = listens
+        self.journal = state_dir / "fake-service.log"
+        self.tls_cert = tls_cert
+        self.applied = 0
+        self._note(f"init listens={','.join(str(s) for s in listens)} tls={tls_cert is not None}")
+
+    def _note(self, text: str) -> None:
+        with self.journal.open("a") as fh:
+            fh.write(text + "\n")
+
+    async def start(self) -> None:
+        if self.site.site.name == "fail-start":
+            raise OSError(98, "Address already in use")
+        self._note("start")
+
+    async def stop(self) -> None:
+        self._note("stop")
+
+    def apply_site(self, site: Any) -> None:
+        if site.site.name == "refuse":
+            raise ValueError("refused by the fake")
+        self.site = site
+        self.applied += 1
+        self._note(f"apply {site.site.name}")
+
+    def status(self) -> dict[str, Any]:
+        return {"fake": True, "applied": self.applied, "bindings": 0,
+                "listeners": [{"transport": s.transport, "address": s.hostport}
+                              for s in self.listens]}
+
+    def phones(self) -> list[dict[str, Any]]:
+        return [{"user": u.id, "contact": f"sip:{u.sip.username}@192.0.2.1", "transport": "udp",
+                 "source": "192.0.2.1:5060", "user_agent": "fake", "expires_in": 60}
+                for u in self.site.users[:1]]

@@ -327,7 +327,8 @@ class AgentProcess:
     def cli(self, *args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
         cmd = [*_script("edgepbx"), "--state-dir", str(self.state_dir), *args]
         return subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            cmd, check=False, capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
 
     def phones(self) -> list[dict[str, Any]]:
@@ -347,16 +348,15 @@ class AgentProcess:
         return data
 
 
-def binding_user(entry: dict[str, Any]) -> str:
-    """The user part of a phones entry's AOR: "sip:1000@realm" -> "1000"."""
-    aor = str(entry.get("aor") or entry.get("user") or "")
-    if ":" in aor:
-        aor = aor.split(":", 1)[1]
-    return aor.split("@", 1)[0]
-
-
 def bound_users(phones: list[dict[str, Any]]) -> set[str]:
-    return {binding_user(p) for p in phones}
+    """Extensions with at least one binding (make_users makes username == extension)."""
+    return {str(p["extension"]) for p in phones}
+
+
+def source_of(entry: dict[str, Any]) -> tuple[str, int]:
+    """A phones entry's "source" ("host:port", IPv6 in brackets) as (host, port)."""
+    host, _, port = str(entry["source"]).rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_fakes import FakeProvider, control_server
 
 from agent.control import AgentNotRunning, ControlClient, ControlError, phone_entry
 from agent.store import BindingRow
-from agent_fakes import FakeProvider, control_server
 
 
 def raw_exchange(path: Path, payload: bytes) -> list[Any]:
@@ -105,3 +105,9 @@ def test_phone_entry() -> None:
     assert entry["expires_in"] == 100
     assert entry["user_name"] == "Alice"
     json.dumps(entry)
+
+
+def test_client_state_dir_not_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ControlError, match="control socket"):
+        ControlClient(tmp_path / "file").request("status")

@@ -92,8 +92,10 @@ def test_minimal_document_is_valid_with_defaults() -> None:
          ['users[0].id: "has space" must be 1-64 characters of letters, digits and . _ @ -, '
           "starting with a letter or digit"]),
         (with_("users.0.sip.password", ""), ["users[0].sip.password: must not be empty"]),
-        (with_("users.0.sip.password", DELETE), ["users[0].sip.password: required field is missing"]),
-        (with_("users.0.sip.passwd", "x"), ['users[0].sip.passwd: unknown field (did you mean "password"?)']),
+        (with_("users.0.sip.password", DELETE),
+         ["users[0].sip.password: required field is missing"]),
+        (with_("users.0.sip.passwd", "x"),
+         ['users[0].sip.passwd: unknown field (did you mean "password"?)']),
         (with_("users.0.name", ""), ["users[0].name: must not be empty"]),
         (with_("users.0.nmae", "A"), ['users[0].nmae: unknown field (did you mean "name"?)']),
         (with_("site.timezone", "Europe/Berln"),
@@ -104,13 +106,15 @@ def test_minimal_document_is_valid_with_defaults() -> None:
         (with_("site.realm", 'a"b'),
          ['site.realm: "a\\"b" must be printable ASCII without quotes or backslashes']),
         (with_("site.realm", DELETE), ["site.realm: required field is missing"]),
-        (with_("site.outside_line_digit", "99"), ['site.outside_line_digit: "99" must be a single digit 0-9']),
+        (with_("site.outside_line_digit", "99"),
+         ['site.outside_line_digit: "99" must be a single digit 0-9']),
         (with_("site.timzone", "UTC"), ['site.timzone: unknown field (did you mean "timezone"?)']),
         (with_("site", "x"), ["site: must be a mapping"]),
         (with_("users", {"a": 1}), ["users: must be a list"]),
         (with_("users.0", "alice"), ["users[0]: must be a mapping"]),
         (with_("sip", {"min_expires": 5}), ["sip.min_expires: must be at least 10"]),
-        (with_("sip", {"max_contacts_per_user": 0}), ["sip.max_contacts_per_user: must be at least 1"]),
+        (with_("sip", {"max_contacts_per_user": 0}),
+         ["sip.max_contacts_per_user: must be at least 1"]),
         (with_("sip", {"nonce_lifetime": "300"}), ["sip.nonce_lifetime: must be an integer"]),
         (with_("sip", {"min_expires": True}), ["sip.min_expires: must be an integer"]),
         (with_("sip", {"default_expires": 30}),
@@ -152,7 +156,7 @@ def test_outside_digit_zero_allows_any_extension() -> None:
 
 def test_direct_model_construction_still_checks_consistency() -> None:
     doc = with_("users.1.extension", "101")
-    with pytest.raises(ValueError, match='users\\[1\\].extension: "101" is already'):
+    with pytest.raises(ValueError, match=r'users\[1\]\.extension: "101" is already'):
         Site.model_validate(doc)
 
 
@@ -279,3 +283,17 @@ def test_demo_site_is_valid() -> None:
     site = load_site(DEMO)
     assert len(site.users) >= 3
     assert {u.extension for u in site.users} >= {"101", "102", "103"}
+
+
+@pytest.mark.parametrize(
+    ("algorithms", "expected"),
+    [
+        (["MD5", "MD5"], 'sip.digest_algorithms: "MD5" is listed twice'),
+        (["SHA-512"], "sip.digest_algorithms[0]: must be 'SHA-256' or 'MD5'"),
+        ([], "sip.digest_algorithms: must not be empty"),
+    ],
+)
+def test_digest_algorithms(algorithms: list[str], expected: str) -> None:
+    assert errors_of(with_("sip", {"digest_algorithms": algorithms})) == [expected]
+    assert parse_site(with_("sip", {"digest_algorithms": ["MD5"]})).sip.digest_algorithms == [
+        "MD5"]

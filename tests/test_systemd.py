@@ -40,7 +40,11 @@ def test_no_notify_socket_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_uses_systemd_python_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[str] = []
     daemon = types.ModuleType("systemd.daemon")
-    daemon.notify = lambda state: sent.append(state) or True  # type: ignore[attr-defined]
+    def notify(state: str) -> bool:
+        sent.append(state)
+        return True
+
+    daemon.notify = notify  # type: ignore[attr-defined]
     pkg = types.ModuleType("systemd")
     pkg.daemon = daemon  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "systemd", pkg)

@@ -545,7 +545,7 @@ class TransactionLayer:
         self._terminated += 1
         if self._limited and self.active_count() < self._cfg.max_transactions * 0.9:
             self._limited = False
-            _log.warning("transaction count back under the limit")
+            _log.info("transaction count back under the limit")
         self._events.append(TransactionTerminated(key))
 
     # -- timer slots --------------------------------------------------------------------

@@ -91,8 +91,8 @@ class Sipp:
             "-auth_uri", domain,
             "-m", str(calls if calls is not None else max(1, len(users))),
             "-r", str(rate),
-            # -nd: no default BYE/ACK on unexpected messages; a REGISTER has no dialog.
-            "-nd",
+            # Abort a call on an unexpected answer, but send no BYE: a REGISTER has no dialog.
+            "-default_behaviors", "abortunexp",
             "-nostdin",
             "-timeout", f"{int(timeout)}s",
             "-timeout_error",
@@ -104,6 +104,7 @@ class Sipp:
         cmd += list(extra)
         proc = subprocess.run(
             cmd,
+            check=False,
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
             capture_output=True,
