@@ -1,8 +1,7 @@
 """The agent's SQLite store: registrations, site versions, the audit log.
 
-One file, ``STATE_DIR/edgepbx.db``, mode 0600, in WAL mode with ``synchronous=NORMAL`` (a
-commit is atomic and durable against a process crash; a power cut may lose the last few
-commits, never consistency). Every write is one transaction. The schema is versioned by
+One file, ``STATE_DIR/edgepbx.db``, mode 0600, in WAL mode with ``synchronous=FULL`` (a
+commit is atomic, and durable against a process crash and a power cut alike). Every write is one transaction. The schema is versioned by
 ordered migrations recorded in ``schema_version``.
 
 Hot path: the registrar batches binding changes and hands them to
@@ -230,7 +229,9 @@ class Store:
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a committed binding survives a power cut, not only a crash. The SIP
+        # service commits once per event-loop pass, so the fsync is shared by a batch.
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=10000")
 

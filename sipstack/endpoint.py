@@ -13,8 +13,10 @@ the transaction user as :class:`IncomingRequest` events.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +24,7 @@ from sipstack.errors import SipParseError
 from sipstack.headers import COMPACT, Headers
 from sipstack.message import Request, Response, make_response, parse_message
 from sipstack.peer import Peer
+from sipstack.validate import DEFAULT_METHODS, unsupported_requirements
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,13 @@ class EndpointStats:
     parse_errors: int = 0
     dropped: int = 0
     keepalives: int = 0
+    internal_errors: int = 0  # a bug, not bad input: logged with a traceback
+    # Keyed by method; methods outside DEFAULT_METHODS share OTHER_METHODS so that a
+    # stream of made-up method names cannot grow this without bound.
     by_method: dict[str, int] = field(default_factory=dict)
+
+
+OTHER_METHODS = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +109,9 @@ class Endpoint:
 
     # -- input --------------------------------------------------------------------
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
-        """One datagram, or one frame cut by the stream framer."""
+        """One datagram, or one frame cut by the stream framer. Never raises."""
         self.stats.received += 1
-        if not data.strip(b"\r\n \t"):
+        if data[:1] in _BLANK_START and not data.strip(b"\r\n \t"):
             self.stats.keepalives += 1  # a CRLF keep-alive on UDP: nothing to answer
             return
         try:
@@ -113,6 +122,10 @@ class Endpoint:
             self.stats.parse_errors += 1
             self._reply_to_garbage(data, exc, peer)
             return
+        except Exception:  # noqa: BLE001 - a parser bug must not take the listener down
+            self._internal_error("parsing", peer)
+            self._reply_to_garbage(data, SipParseError(400, "malformed message"), peer)
+            return
         if isinstance(message, Response):
             self._events.append(IncomingResponse(message, peer))
             return
@@ -121,12 +134,29 @@ class Endpoint:
         except SipParseError as exc:
             # A header the handler needed turned out malformed.
             self.stats.parse_errors += 1
-            self._error_reply(message, exc.status, exc.reason, exc.detail, peer)
+            self._safe_error_reply(message, exc.status, exc.reason, exc.detail, peer)
+        except Exception:  # noqa: BLE001 - one bad request must not stop the others
+            self._internal_error(message.method[:32], peer)
+            self._safe_error_reply(message, 500, "Server Internal Error", "", peer)
+
+    def _safe_error_reply(
+        self, request: Request, status: int, reason: str, detail: str, peer: Peer
+    ) -> None:
+        try:
+            self._error_reply(request, status, reason, detail, peer)
+        except Exception:  # noqa: BLE001 - could not even answer: drop it
+            self._internal_error("error reply", peer)
+            self.stats.dropped += 1
+
+    def _internal_error(self, where: str, peer: Peer) -> None:
+        self.stats.internal_errors += 1
+        log.exception("internal error handling a message", extra={"peer": str(peer), "at": where})
 
     def _handle_request(self, request: Request, peer: Peer, now: float) -> None:
         method = request.method
         counts = self.stats.by_method
-        counts[method] = counts.get(method, 0) + 1
+        counted = method if method in DEFAULT_METHODS else OTHER_METHODS
+        counts[counted] = counts.get(counted, 0) + 1
         stamp_via(request, peer)
         if self.check_request is not None and method != "ACK":
             problem = self.check_request(request)
@@ -141,7 +171,8 @@ class Endpoint:
             self._events.append(IncomingRequest(request, peer))
 
     def options_response(self, request: Request) -> Response:
-        response = make_response(request, 200)
+        # §8.2.6.2: every response but a 100 carries a To tag.
+        response = make_response(request, 200, to_tag=response_tag(request))
         response.headers.add("Allow", self._allow)
         response.headers.add("Accept", ", ".join(self.config.accept))
         response.headers.add("Supported", self._supported)
@@ -150,14 +181,28 @@ class Endpoint:
     def _error_reply(
         self, request: Request, status: int, reason: str, detail: str, peer: Peer
     ) -> None:
+        """Answer a request we refuse; it may be the very header we need that is bad."""
         if request.method == "ACK":
             self.stats.dropped += 1
             return
-        response = make_response(request, status, reason)
+        try:
+            response = make_response(request, status, reason, to_tag=response_tag(request))
+        except (SipParseError, ValueError):
+            # The To header itself is malformed: copy it as it is, without a tag.
+            response = make_response(request, status, reason)
         if detail:
             response.headers.add("Warning", f'399 edgepbx "{_warning_text(detail)}"')
         if status == 405:
             response.headers.add("Allow", self._allow)
+        elif status == 415:
+            response.headers.add("Accept", ", ".join(self.config.accept))
+        elif status == 420:
+            try:
+                unsupported = unsupported_requirements(request, frozenset(self.config.supported))
+            except SipParseError:
+                unsupported = ()
+            if unsupported:
+                response.headers.add("Unsupported", ", ".join(unsupported))
         self.respond(request, response, peer)
 
     def _reply_to_garbage(self, data: bytes, error: SipParseError, peer: Peer) -> None:
@@ -165,10 +210,34 @@ class Endpoint:
         response = salvage_error_response(data, error)
         if response is None:
             self.stats.dropped += 1
-            log.debug("dropped unparseable datagram", extra={"peer": str(peer), "why": error.detail})
+            log.debug(
+                "dropped unparseable datagram", extra={"peer": str(peer), "why": error.detail}
+            )
             return
         response.headers.add("Server", self.config.server_header)
         self._outbox.append((response.to_bytes(), peer))
+
+
+_BLANK_START = frozenset({b"", b"\r", b"\n", b" ", b"\t"})
+
+
+def response_tag(request: Request) -> str:
+    """A To tag that is the same for every retransmission of a request (§8.2.7).
+
+    It reads the header fields as text, so it works even when a field we are about
+    to complain about cannot be parsed.
+    """
+    headers = request.headers
+    vias = headers.get_all("via")
+    seed = "|".join(
+        (
+            headers.get("call-id") or "",
+            headers.get("cseq") or "",
+            vias[0] if vias else "",
+            headers.get("from") or "",
+        )
+    )
+    return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
 
 
 def _is_for_us(request: Request) -> bool:
@@ -205,7 +274,10 @@ def response_destination(request: Request, peer: Peer) -> Peer:
     """Where a response goes: the connection on streams, else received/rport (§18.2.2)."""
     if peer.reliable:
         return peer
-    via = request.top_via
+    try:
+        via = request.top_via
+    except (SipParseError, ValueError):
+        return peer  # no usable Via: the source address is all we know
     if via.params.get("rport"):
         return peer
     port = via.port if via.port is not None else 5060
@@ -213,16 +285,31 @@ def response_destination(request: Request, peer: Peer) -> Peer:
 
 
 _ROUTING = frozenset({"via", "from", "to", "call-id", "cseq"})
+_ROUTING_NAMES = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+_SALVAGE_SCAN = 8192  # of a header block that never ended
+_FOLD_RE = re.compile(r"\r\n[ \t]+")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def salvage_error_response(data: bytes, error: SipParseError) -> Response | None:
     """Build an error response from a request the strict parser refused.
 
     Only possible when it is a request and its Via, From, To, Call-ID and CSeq
-    lines can be copied as they are. Responses and junk are dropped.
+    lines can be copied as they are. Responses and junk are dropped, and so is a
+    request whose routing lines hold control characters: copied into our answer,
+    a stray CR or LF would let the sender write header lines of its choosing.
+    ``data`` may be a header block cut short (a stream that hit its cap): then the
+    last, possibly partial, line is not used.
     """
-    head = data[: data.find(b"\r\n\r\n")] if b"\r\n\r\n" in data else data[:8192]
-    text = head.decode("utf-8", "surrogateescape").replace("\r\n ", " ").replace("\r\n\t", " ")
+    data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        head = data[:end]
+    else:
+        head = data[:_SALVAGE_SCAN]
+        head = head[: head.rfind(b"\r\n")] if b"\r\n" in head else b""
+    text = head.decode("utf-8", "surrogateescape")
+    text = _FOLD_RE.sub(" ", text)
     lines = text.split("\r\n")
     if not lines or lines[0].startswith("SIP/") or " SIP/" not in lines[0].upper():
         return None
@@ -237,9 +324,11 @@ def salvage_error_response(data: bytes, error: SipParseError) -> Response | None
         if colon and key in _ROUTING:
             if key != "via" and key in seen:
                 return None
+            value = value.strip(" \t")
+            if not value or _CONTROL_RE.search(value):
+                return None
             seen.add(key)
-            items.append((key, {"call-id": "Call-ID", "cseq": "CSeq"}.get(key, key.title()),
-                          value.strip()))
+            items.append((key, _ROUTING_NAMES[key], value))
     if seen != _ROUTING:
         return None
     response = Response(error.status, error.reason, Headers(items))

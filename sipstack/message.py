@@ -200,6 +200,11 @@ def parse_message(
     if sep < 0:
         raise SipParseError(400, "no empty line after the header fields")
     head = data[start:sep].decode("utf-8", "surrogateescape")
+    crlf = head.count("\r\n")
+    if head.count("\n") != crlf or head.count("\r") != crlf:
+        # A bare CR or LF would end a header line for some parsers and not
+        # others: refuse it rather than relay a header-injection.
+        raise SipParseError(400, "bare CR or LF in the header block")
     if "\r\n " in head or "\r\n\t" in head:
         head = _FOLD_RE.sub(" ", head)
     lines = head.split("\r\n")

@@ -68,6 +68,13 @@ class StreamLimits:
     unfinished_timeout: float = 30.0  # a message must complete within this
     idle_timeout: float = 7_200.0  # no bytes at all for this long: close
     handshake_timeout: float = 10.0
+    # Replies queued for a peer that does not read them: past this, drop the peer
+    # rather than buffer without bound.
+    max_write_buffer: int = 1_048_576
+    sweep_interval: float = 1.0
+    # After a framing error: keep reading (and dropping) this long before closing, so
+    # the error response is not lost to the RST that closing on unread data causes.
+    linger: float = 2.0
 
 
 class _StreamConnection(asyncio.Protocol):
@@ -78,6 +85,7 @@ class _StreamConnection(asyncio.Protocol):
         self.peer: Peer | None = None
         self.last_rx = time.monotonic()
         self.partial_since: float | None = None
+        self.draining = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -90,26 +98,46 @@ class _StreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None
+        if self.draining:
+            return
         now = time.monotonic()
         self.last_rx = now
+        completed = False
         for event in self.framer.feed(data):
             if isinstance(event, Frame):
+                completed = True
                 self.server.sink(event.data, self.peer)
             elif isinstance(event, Ping):
+                completed = True
                 self.write(PONG)
             else:
                 self.server.on_framing_error(event, self.peer)
-                self.close()
+                self._drain_then_close()
                 return
-        self.partial_since = (self.partial_since or now) if self.framer.buffered else None
+        # The clock of an unfinished message starts when that message started, not
+        # when some earlier message of a busy connection did.
+        if not self.framer.unfinished:
+            self.partial_since = None
+        elif completed or self.partial_since is None:
+            self.partial_since = now
+
+    def _drain_then_close(self) -> None:
+        self.draining = True
+        self.partial_since = None
+        asyncio.get_running_loop().call_later(self.server.limits.linger, self.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
         self.transport = None
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+            if transport.get_write_buffer_size() > self.server.limits.max_write_buffer:
+                log.info("closing stream connection", extra={"peer": str(self.peer),
+                                                              "why": "not reading"})
+                transport.abort()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -185,15 +213,14 @@ class StreamServer:
 
     def _schedule_sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        self._sweeper = loop.call_later(1.0, self._sweep)
+        self._sweeper = loop.call_later(self.limits.sweep_interval, self._sweep)
 
     def _sweep(self) -> None:
         now = time.monotonic()
         limits = self.limits
         for conn in list(self.connections.values()):
-            stalled = (
-                conn.partial_since is not None and now - conn.partial_since > limits.unfinished_timeout
-            )
+            since = conn.partial_since
+            stalled = since is not None and now - since > limits.unfinished_timeout
             if stalled or now - conn.last_rx > limits.idle_timeout:
                 log.info(
                     "closing stream connection",

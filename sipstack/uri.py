@@ -6,6 +6,7 @@ gives back what was parsed; comparison follows RFC 3261 §19.1.4.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote as _pct_decode
@@ -15,7 +16,7 @@ from sipstack.grammar import format_params, parse_params
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9\-_.]*[A-Za-z0-9_])?\.?")
-_IPV6_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]")
+_BUGGY_V4_TAIL = re.compile(r"(.*::):(\d+\.\d+\.\d+\.\d+)")
 # RFC 3261 user/password characters: unreserved, escaped and user-unreserved.
 _USER_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
 _PASSWORD_RE = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*")
@@ -53,8 +54,9 @@ class SipUri:
     @property
     def host_bare(self) -> str:
         """The host without IPv6 brackets, lower case: what a socket wants."""
-        host = self.host[1:-1] if self.host.startswith("[") else self.host
-        return host.lower()
+        if self.host.startswith("["):
+            return _ipv6_literal(self.host[1:-1]) or self.host[1:-1].lower()
+        return self.host.lower()
 
     @property
     def user_unescaped(self) -> str | None:
@@ -130,6 +132,25 @@ class AbsoluteUri:
 Uri = SipUri | TelUri | AbsoluteUri
 
 
+def _ipv6_literal(text: str) -> str | None:
+    """The compressed form of an IPv6 literal, or None when it is not one.
+
+    RFC 5118 §4.10: the three-colon form before an embedded IPv4 address
+    (``2001:db8:::192.0.2.1``), from an ABNF bug in RFC 3261, is tolerated.
+    """
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        pass
+    match = _BUGGY_V4_TAIL.fullmatch(text)
+    if match is None:
+        return None
+    try:
+        return str(ipaddress.IPv6Address(match.group(1) + match.group(2)))
+    except ValueError:
+        return None
+
+
 def _strip_visual(number: str) -> str:
     return "".join(c for c in number if c not in "-.()")
 
@@ -176,7 +197,7 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
         if end < 0:
             raise SipParseError(400, "unterminated IPv6 reference")
         host = rest[: end + 1]
-        if _IPV6_RE.fullmatch(host) is None:
+        if _ipv6_literal(host[1:-1]) is None:
             raise SipParseError(400, "malformed IPv6 reference")
         i = end + 1
     else:

@@ -2,8 +2,9 @@
 
 :func:`sipstack.message.parse_message` frames a message and checks only what
 every element needs to answer at all; the rest of the header views are parsed
-on demand. This module is the next gate: it reads those views, and applies the
-§8.2 rules in the RFC's order, so a request that passes can be handed to the
+on demand. This module is the next gate: it reads those views (a malformed one
+is a 400), then applies the §8.2 rules in the RFC's order (method, Request-URI
+scheme, Require, body), so a request that passes can be handed to the
 transaction user without it tripping over a malformed header later.
 
 It is a pure function: no I/O, no clock, no configuration beyond its
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from sipstack.errors import SipParseError
 from sipstack.grammar import split_commas
-from sipstack.headers import SINGLE_HEADERS, parse_name_addr
+from sipstack.headers import SINGLE_HEADERS
 from sipstack.message import REASON_PHRASES, Request
 from sipstack.uri import SipUri
 
@@ -139,10 +140,8 @@ def unsupported_requirements(req: Request, supported: frozenset[str]) -> tuple[s
 
 def _malformed(req: Request) -> Problem | None:
     """Mandatory header fields present, single, and parseable (RFC 3261 §8.1.1)."""
-    for key in ("via", "from", "to", "call-id", "cseq"):
-        if req.headers.count(key) == 0:
-            return _problem(400)
-    # Reading each view parses it; a SipParseError is the answer.
+    # parse_message already insists on Via, From, To, Call-ID and CSeq; reading
+    # each view parses it, and a SipParseError is the answer.
     _ = req.vias, req.from_, req.to, req.cseq, req.max_forwards
     if not req.call_id.strip():
         return _problem(400)
@@ -151,9 +150,13 @@ def _malformed(req: Request) -> Problem | None:
 
 def _semantics(req: Request) -> Problem | None:
     """The 400s that need the method and the parsed views (RFC 3261 §8.2, §10.3, §19.1.1)."""
-    for key in SINGLE_HEADERS:
-        if req.headers.count(key) > 1:
-            return _problem(400)
+    # One pass over the header list: this runs for every request on the hot path.
+    seen: set[str] = set()
+    for key, _name, _value in req.headers.items():
+        if key in SINGLE_HEADERS:
+            if key in seen:
+                return _problem(400)
+            seen.add(key)
     if req.cseq.method != req.method:
         return _problem(400)
     uri = req.request_uri
@@ -170,14 +173,10 @@ def _semantics(req: Request) -> Problem | None:
 
 
 def _contacts_valid(req: Request) -> bool:
-    values: list[str] = []
-    for line in req.headers.get_all("contact"):
-        values.extend(split_commas(line))
-    if "*" in values:
+    if req.is_wildcard_contact:
         # §10.2.2: the wildcard only in REGISTER, and then alone.
-        return req.method == "REGISTER" and len(values) == 1
-    for value in values:
-        parse_name_addr(value)  # raises SipParseError on a malformed value
+        return req.method == "REGISTER" and len(req.headers.values("contact")) == 1
+    _ = req.contacts  # parsed once, cached for the registrar; raises SipParseError if bad
     return True
 
 
@@ -205,11 +204,8 @@ def _accepts_any(req: Request, response_types: frozenset[str]) -> bool:
         offered.extend(split_commas(line))
     for item in offered:
         media = _media_type(item)
-        major = media.split("/", 1)[0]
         for wanted in response_types:
-            if media in (wanted, "*/*", f"{wanted.split('/', 1)[0]}/*") or (
-                major == "*" and media.endswith("/*")
-            ):
+            if media in (wanted, "*/*", wanted.split("/", 1)[0] + "/*"):
                 return True
     # An empty Accept means no body at all is acceptable (§20.1).
     return False

@@ -123,20 +123,20 @@ def test_bad_start_lines_carry_status(start: str, status: int) -> None:
 
 def test_compact_forms_are_expanded_and_canonically_named() -> None:
     data = (
-        "INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
-        "v: SIP/2.0/UDP host.example.com;branch=z9hG4bK1\r\n"
-        "f: <sip:alice@example.com>;tag=1\r\n"
-        "t: <sip:bob@example.com>\r\n"
-        "i: abc@host\r\n"
-        "CSeq: 1 INVITE\r\n"
-        "m: <sip:alice@192.0.2.1>\r\n"
-        "k: path, outbound\r\n"
-        "c: application/sdp\r\n"
-        "s: hello\r\n"
-        "o: presence\r\n"
-        "u: talk\r\n"
-        "l: 0\r\n\r\n"
-    ).encode()
+        b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP host.example.com;branch=z9hG4bK1\r\n"
+        b"f: <sip:alice@example.com>;tag=1\r\n"
+        b"t: <sip:bob@example.com>\r\n"
+        b"i: abc@host\r\n"
+        b"CSeq: 1 INVITE\r\n"
+        b"m: <sip:alice@192.0.2.1>\r\n"
+        b"k: path, outbound\r\n"
+        b"c: application/sdp\r\n"
+        b"s: hello\r\n"
+        b"o: presence\r\n"
+        b"u: talk\r\n"
+        b"l: 0\r\n\r\n"
+    )
     msg = parse_message(data)
     names = [name for name, _ in msg.headers]
     assert names == [

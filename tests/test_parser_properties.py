@@ -272,6 +272,9 @@ def mutated(draw: st.DrawFn) -> bytes:
 def test_mutated_torture_messages_only_raise_sip_parse_error(data: bytes) -> None:
     message = parse_or_refuse(data)
     if message is not None:
-        # Whatever was accepted must still serialize to something acceptable.
-        again = parse_or_refuse(message.to_bytes())
+        # Whatever was accepted must serialize to something that parses back the same.
+        wire = message.to_bytes()
+        again = parse_or_refuse(wire)
         assert again is not None
+        assert canonical(again) == canonical(message)
+        assert again.to_bytes() == wire

@@ -310,7 +310,9 @@ def test_wildcard_with_expires_zero_removes_every_binding() -> None:
         (["<sip:1000@192.0.2.10>", "*"], 0),
     ],
 )
-def test_wildcard_misuse_is_400_and_changes_nothing(contacts: list[str], expires: int | None) -> None:
+def test_wildcard_misuse_is_400_and_changes_nothing(
+    contacts: list[str], expires: int | None
+) -> None:
     reg = Registrar(CFG)
     reg.process(register(["<sip:1000@192.0.2.9>"], call_id="x"), AOR, PEER, T0)
     out = reg.process(register(contacts, expires=expires, cseq=5), AOR, PEER, T0 + 1)
@@ -615,7 +617,9 @@ def test_expire_removes_due_bindings_and_reports_deletes() -> None:
     reg.process(register(["<sip:2000@192.0.2.3>;expires=60"]), "u2000", PEER, T0)
     assert reg.expire(T0 + 59) == []
     changes = reg.expire(T0 + 60)
-    assert set(changes) == {Delete(AOR, "sip:1000@192.0.2.1"), Delete("u2000", "sip:2000@192.0.2.3")}
+    assert set(changes) == {
+        Delete(AOR, "sip:1000@192.0.2.1"), Delete("u2000", "sip:2000@192.0.2.3"),
+    }
     assert reg.aors() == [AOR]
     assert reg.count() == 1
     assert reg.expire(T0 + 60) == []
@@ -672,7 +676,8 @@ class Step:
 
 SCENARIO = [
     Step(["<sip:1000@192.0.2.1>"], "a", 1, bound=["sip:1000@192.0.2.1"]),
-    Step(["<sip:1000@192.0.2.2>;q=0.9"], "b", 1, bound=["sip:1000@192.0.2.1", "sip:1000@192.0.2.2"]),
+    Step(["<sip:1000@192.0.2.2>;q=0.9"], "b", 1,
+         bound=["sip:1000@192.0.2.1", "sip:1000@192.0.2.2"]),
     Step(["<sip:1000@192.0.2.1>"], "a", 1, bound=["sip:1000@192.0.2.1", "sip:1000@192.0.2.2"]),
     Step(["<sip:1000@192.0.2.1>"], "a", 0, status=500,
          bound=["sip:1000@192.0.2.1", "sip:1000@192.0.2.2"]),

@@ -323,7 +323,8 @@ def test_next_nc_on_the_same_nonce_refreshes() -> None:
     chosen = client.choose(challenges(first)) or ""
     for cseq in (2, 3, 4):
         auth = client.authorize(chosen, "REGISTER", f"sip:{REALM}")
-        assert handler(register("1000", authorization=auth, cseq=cseq), PEER, T0 + cseq).status == 200
+        req = register("1000", authorization=auth, cseq=cseq)
+        assert handler(req, PEER, T0 + cseq).status == 200
 
 
 @pytest.mark.parametrize("uri", ["http://pbx.example.com/", "not a uri", "tel:+15551234", ""])
@@ -334,7 +335,9 @@ def test_digest_uri_that_is_not_a_sip_uri_is_401(uri: str) -> None:
     assert handler.take_changes() == []
 
 
-@pytest.mark.parametrize("uri", ["sip:PBX.example.COM", "sip:192.0.2.1:5060", "sips:pbx.example.com"])
+@pytest.mark.parametrize(
+    "uri", ["sip:PBX.example.COM", "sip:192.0.2.1:5060", "sips:pbx.example.com"]
+)
 def test_digest_uri_may_name_the_server_instead_of_the_request_uri(uri: str) -> None:
     # A deliberate relaxation of RFC 3261 §22.4 (see registration._plausible_digest_uri):
     # SIPp and several phones put the server's address there; Kamailio accepts it.

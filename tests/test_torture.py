@@ -28,15 +28,7 @@ from sipstack.validate import check_request, unsupported_requirements
 # needs a change. Key: (test function, file name); value: the change needed.
 # Each is an xfail(strict=True): once the parser is fixed the test reports
 # XPASS as a failure, and the entry must be deleted.
-PENDING_PARSER_FIXES: dict[tuple[str, str], str] = {
-    ("test_content", "ipv6-bug-abnf-3-colons.dat"): (
-        "RFC 5118 §4.10: [2001:db8:::192.0.2.1] must be tolerated as the same address as "
-        "[2001:db8::192.0.2.1]; SipUri.host_bare returns '2001:db8:::192.0.2.1', which is no "
-        "address, so equivalent() and any socket use fail. Fix: in host_bare, rewrite ':::' "
-        "to '::' when it directly precedes an embedded dotted IPv4 address that ends the "
-        "reference."
-    ),
-}
+PENDING_PARSER_FIXES: dict[tuple[str, str], str] = {}
 
 DATA = Path(__file__).parent / "data"
 CORPORA = ("rfc4475", "rfc5118")

@@ -211,6 +211,9 @@ class Target:
     port: int
     injection: Path
     work: Path
+    # One SIPp source port for every step: each user then keeps one contact, so the server
+    # ends with exactly one binding per user however many steps ran.
+    local_port: int = field(default_factory=free_port)
 
 
 def run_sipp(target: Target, rate: int, count: int, *, duration_limit: float) -> Step:
@@ -219,7 +222,7 @@ def run_sipp(target: Target, rate: int, count: int, *, duration_limit: float) ->
     errors = target.work / f"{tag}-errors.log"
     cmd = [
         target.sipp, "-sf", str(SCENARIO), f"{HOST}:{target.port}", "-i", HOST,
-        "-p", str(free_port()), "-inf", str(target.injection),
+        "-p", str(target.local_port), "-inf", str(target.injection),
         "-key", "domain", HOST, "-key", "expires", "3600", "-auth_uri", HOST,
         "-r", str(rate), "-rp", "1000", "-m", str(count),
         # Abort a registration on an unexpected answer (counted failed), but send no BYE.
@@ -250,10 +253,30 @@ def run_sipp(target: Target, rate: int, count: int, *, duration_limit: float) ->
     step.seconds = epoch(last["CurrentTime"]) - epoch(last["StartTime"])
     step.achieved = step.successful / step.seconds if step.seconds > 0 else 0.0
     if not step.clean and errors.exists():
-        first = next((ln for ln in errors.read_text(errors="replace").splitlines()
-                      if ln.strip() and "events occurred" not in ln), "")
-        step.note = first[:160]
+        step.note = summarize_errors(errors.read_text(errors="replace"))
     return step
+
+
+def summarize_errors(log: str) -> str:
+    """Why calls were aborted, counted: e.g. "got 401 for CSeq 1 while expecting 200: 812".
+
+    SIPp logs every aborted call with the whole unexpected message; "Dead call" lines are
+    late answers to retransmissions after success and are not failures.
+    """
+    counts: dict[str, int] = {}
+    for chunk in log.split("Aborting call on unexpected message")[1:]:
+        expecting = chunk.split("while expecting '", 1)[-1].split("'", 1)[0]
+        received = chunk.split("received '", 1)[-1]
+        status = received.split(" ", 2)[1] if received.startswith("SIP/2.0 ") else "request"
+        cseq = received.split("CSeq:", 1)[-1].split("\n", 1)[0].strip() if "CSeq:" in received \
+            else "?"
+        key = f"got {status} for CSeq {cseq} while expecting {expecting}"
+        counts[key] = counts.get(key, 0) + 1
+    for line in log.splitlines():
+        if "timed out" in line or "Max retransmission" in line:
+            counts["timeout/retransmissions exhausted"] = (
+                counts.get("timeout/retransmissions exhausted", 0) + 1)
+    return "; ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
 
 
 @dataclass
@@ -269,10 +292,19 @@ class RateSearch:
 
 def search_rates(
     name: str, target: Target, *, rates: list[int], seconds: float, refine: int, alive: Any,
+    budget: float,
 ) -> RateSearch:
+    """Ladder, then bisection; no new step starts once `budget` seconds have passed."""
     search = RateSearch()
+    deadline = time.monotonic() + budget
 
-    def one(rate: int) -> Step:
+    def in_budget() -> bool:
+        if time.monotonic() < deadline:
+            return True
+        print(f"  {name}: time budget of {budget:.0f} s used up, stopping", flush=True)
+        return False
+
+    def attempt(rate: int) -> Step:
         count = max(1, int(rate * seconds))
         step = run_sipp(target, rate, count, duration_limit=seconds + 25)
         search.add(step)
@@ -283,10 +315,22 @@ def search_rates(
         time.sleep(1.0)  # let queues drain before the next step
         return step
 
+    def one(rate: int) -> Step:
+        step = attempt(rate)
+        if (step.clean and step.achieved >= 0.85 * rate) or time.monotonic() > deadline:
+            return step
+        # The machine is shared (other processes, SIPp itself): one bad step may be noise,
+        # so a failing or saturated rate gets a second try and the better one counts.
+        time.sleep(1.0)
+        again = attempt(rate)
+        return max((step, again), key=lambda s: (s.clean, s.achieved))
+
     last_clean, first_bad = 0, 0
     for rate in rates:
         if not alive():
             print(f"  {name}: server died, stopping", flush=True)
+            break
+        if not in_budget():
             break
         step = one(rate)
         if not step.clean:
@@ -302,7 +346,7 @@ def search_rates(
         low, high = last_clean, first_bad
         for _ in range(refine):
             mid = (low + high) // 2
-            if high - low < max(100, low // 20) or not alive():
+            if high - low < max(100, low // 20) or not alive() or not in_budget():
                 break
             if one(mid).clean:
                 low = mid
@@ -426,6 +470,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0,
                     help="registrations per step = rate x seconds")
     ap.add_argument("--refine", type=int, default=2, help="bisection steps after a failure")
+    ap.add_argument("--budget", type=float, default=240.0,
+                    help="seconds per server after which no new step starts")
     ap.add_argument("--kamailio-children", type=int, default=2)
     ap.add_argument("--agent-log-level", default="warning",
                     help="the agent's --log-level (per-request info logging is not measured)")
@@ -499,7 +545,8 @@ def bench_edgepbx(args: argparse.Namespace, sipp: str, work: Path,
             print(f"  start to ready (empty state): {ready:.3f} s", flush=True)
             target = Target(sipp, port, injection, work)
             search = search_rates("edgepbx", target, rates=args.rates, seconds=args.seconds,
-                                  refine=args.refine, alive=lambda: proc.poll() is None)
+                                  refine=args.refine, alive=lambda: proc.poll() is None,
+                                  budget=args.budget)
             out["steps"] = [asdict(s) for s in search.steps]
             out["max_clean_rate"] = round(search.best.achieved) if search.best else 0
             out["max_clean_offered"] = search.best.offered if search.best else 0
@@ -533,9 +580,9 @@ def profile_step(args: argparse.Namespace, target: Target, pid: int) -> str | No
         print("  py-spy not installed (pip install -e .[bench]); no profile")
         return None
     RESULTS.mkdir(parents=True, exist_ok=True)
-    target = RESULTS / f"register-profile-{dt.datetime.now():%Y%m%d-%H%M%S}.speedscope.json"
+    outfile = RESULTS / f"register-profile-{dt.datetime.now():%Y%m%d-%H%M%S}.speedscope.json"
     spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "250",
-                            "--format", "speedscope", "--output", str(target), "--nonblocking"],
+                            "--format", "speedscope", "--output", str(outfile), "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     step = run_sipp(target, args.profile, int(args.profile * args.seconds),
@@ -546,8 +593,8 @@ def profile_step(args: argparse.Namespace, target: Target, pid: int) -> str | No
     except subprocess.TimeoutExpired:
         spy.kill()
     print(f"  profiled step at {args.profile}/s: achieved {step.achieved:.0f}/s; "
-          f"profile {target.relative_to(REPO)} (open in speedscope.app)", flush=True)
-    return str(target.relative_to(REPO))
+          f"profile {outfile.relative_to(REPO)} (open in speedscope.app)", flush=True)
+    return str(outfile.relative_to(REPO))
 
 
 def bench_kamailio(args: argparse.Namespace, sipp: str, binary: str, work: Path,
@@ -572,7 +619,7 @@ def bench_kamailio(args: argparse.Namespace, sipp: str, binary: str, work: Path,
 
             target = Target(sipp, port, injection, work)
             search = search_rates("kamailio", target, rates=args.rates, seconds=args.seconds,
-                                  refine=args.refine, alive=alive)
+                                  refine=args.refine, alive=alive, budget=args.budget)
             out["steps"] = [asdict(s) for s in search.steps]
             out["max_clean_rate"] = round(search.best.achieved) if search.best else 0
             out["max_clean_offered"] = search.best.offered if search.best else 0
@@ -604,8 +651,8 @@ def report(results: dict[str, Any]) -> None:
           f"{fmt(kpss / 1024 if kpss else None, '.1f'):>12}")
     print(f"{'start to ready, empty state (s)':<50} {fmt(e.get('ready_seconds_cold'), '.3f'):>12}"
           f" {fmt(k.get('ready_seconds_cold'), '.3f'):>12}")
-    print(f"{'start to ready, 2,000 bindings stored (s)':<50} "
-          f"{fmt(e.get('ready_seconds_warm'), '.3f'):>12}")
+    warm_label = f"start to ready, {results.get('users', 0):,} bindings stored (s)"
+    print(f"{warm_label:<50} {fmt(e.get('ready_seconds_warm'), '.3f'):>12}")
     print(f"{'bindings listed by edgepbx phones':<50} {fmt(e.get('bindings')):>12}")
     print("-" * 86)
     print("targets (issue 2): ratio >= 0.50, RSS < 80 MiB; reported only, never enforced. "
