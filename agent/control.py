@@ -157,6 +157,9 @@ class ControlServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+            # A connection accepted just now has a task that has not run yet and so
+            # is not in _clients: let it start before cancelling what is there.
+            await asyncio.sleep(0)
             for task in list(self._clients):
                 task.cancel()
             if self._clients:

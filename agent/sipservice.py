@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.version import version
 from agent.listen import ListenSpec
 from agent.site import Site
 from agent.store import BindingRow, DeleteBinding, Store, UpsertBinding
+from agent.version import version
 from sipstack.digest import DigestServer, ha1
 from sipstack.endpoint import (
     Endpoint,
@@ -39,7 +39,7 @@ from sipstack.message import make_response
 from sipstack.peer import Peer
 from sipstack.registrar import Binding, Change, Delete, Registrar, RegistrarConfig, Upsert
 from sipstack.registration import RegistrationHandler, stateless_tag
-from sipstack.transport import StreamServer, UdpEndpoint, open_udp, server_ssl_context
+from sipstack.transport import StreamLimits, StreamServer, UdpEndpoint, open_udp, server_ssl_context
 from sipstack.validate import check_request
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,14 @@ class SipService:
         listens: list[ListenSpec],
         state_dir: Path,
         tls_cert: tuple[Path, Path] | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         self.site = site
         self.store = store
         self.listens = listens
         self.state_dir = state_dir
         self.tls_cert = tls_cert
+        self.stream_limits = stream_limits
         self.registrar = Registrar(self._registrar_config(site))
         self.digest = self._digest_for(site)
         self.directory = SiteDirectory(site, self.digest.algorithms)
@@ -231,6 +233,7 @@ class SipService:
             ssl_context = server_ssl_context(str(self.tls_cert[0]), str(self.tls_cert[1]))
         server = StreamServer(
             self._receive, self._framing_error, transport_name=spec.transport,
+            limits=self.stream_limits,
             ssl_context=ssl_context,
         )
         await server.start(spec.host, spec.port)
@@ -348,7 +351,7 @@ class SipService:
         ]
         try:
             self.store.apply_binding_changes(rows)
-        except Exception:  # noqa: BLE001 - a full disk must not take the registrar down
+        except Exception:
             self.store_errors += 1
             log.exception("could not persist binding changes", extra={"count": len(rows)})
 

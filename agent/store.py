@@ -1,8 +1,9 @@
 """The agent's SQLite store: registrations, site versions, the audit log.
 
 One file, ``STATE_DIR/edgepbx.db``, mode 0600, in WAL mode with ``synchronous=FULL`` (a
-commit is atomic, and durable against a process crash and a power cut alike). Every write is one transaction. The schema is versioned by
-ordered migrations recorded in ``schema_version``.
+commit is atomic, and durable against a process crash and a power cut alike). Every write
+is one transaction. The schema is versioned by ordered migrations recorded in
+``schema_version``.
 
 Hot path: the registrar batches binding changes and hands them to
 :meth:`Store.apply_binding_changes`, which applies a whole batch in ONE transaction (group
@@ -13,13 +14,14 @@ commit). The store is synchronous; calls are short. It may be used from one thre
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -64,6 +66,8 @@ class BindingRow:
 
 
 _BINDING_COLUMNS: Final = tuple(f.name for f in fields(BindingRow))
+# dataclasses.astuple deep-copies; on the REGISTER path a flat getter is what we need.
+_row_values: Final = operator.attrgetter(*_BINDING_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +332,7 @@ class Store:
             run_sql: str | None = None
             for change in batch:
                 if isinstance(change, UpsertBinding):
-                    sql, params = self._UPSERT_SQL, astuple(change.row)
+                    sql, params = self._UPSERT_SQL, _row_values(change.row)
                 elif isinstance(change, DeleteBinding):
                     sql, params = self._DELETE_SQL, (change.aor, change.contact)
                 elif isinstance(change, DeleteAllBindings):

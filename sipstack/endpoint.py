@@ -17,6 +17,7 @@ import hashlib
 import ipaddress
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,6 +54,7 @@ class EndpointStats:
     parse_errors: int = 0
     dropped: int = 0
     keepalives: int = 0
+    retransmissions: int = 0  # answered again from RecentReplies
     internal_errors: int = 0  # a bug, not bad input: logged with a traceback
     # Keyed by method; methods outside DEFAULT_METHODS share OTHER_METHODS so that a
     # stream of made-up method names cannot grow this without bound.
@@ -85,6 +87,7 @@ class Endpoint:
         self.check_request = check_request
         self.stats = EndpointStats()
         self._outbox: list[tuple[bytes, Peer]] = []
+        self._recent = RecentReplies()
         self._events: list[Event] = []
         self._allow = ", ".join(config.allow)
         self._supported = ", ".join(config.supported)
@@ -157,6 +160,14 @@ class Endpoint:
         counts = self.stats.by_method
         counted = method if method in DEFAULT_METHODS else OTHER_METHODS
         counts[counted] = counts.get(counted, 0) + 1
+        key = _replay_key(request, peer) if method in _STATELESS else None
+        if key is not None:
+            cached = self._recent.get(key, now)
+            if cached is not None:
+                # A retransmission: §17.2.2 says it gets the same answer, byte for byte.
+                self.stats.retransmissions += 1
+                self._outbox.append(cached)
+                return
         stamp_via(request, peer)
         if self.check_request is not None and method != "ACK":
             problem = self.check_request(request)
@@ -169,6 +180,9 @@ class Endpoint:
             self.respond(request, self.options_response(request), peer)
         else:
             self._events.append(IncomingRequest(request, peer))
+            return
+        if key is not None:
+            self._recent.put(key, now, self._outbox[-1])
 
     def options_response(self, request: Request) -> Response:
         # §8.2.6.2: every response but a 100 carries a To tag.
@@ -238,6 +252,58 @@ def response_tag(request: Request) -> str:
         )
     )
     return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+
+
+_STATELESS = frozenset({"REGISTER", "OPTIONS"})
+ReplayKey = tuple[str, str, int | None, str, int]
+
+
+def _replay_key(request: Request, peer: Peer) -> ReplayKey | None:
+    """RFC 3261 §17.2.3 request identity, for UDP requests with an RFC 3261 branch."""
+    if peer.reliable:
+        return None  # a reliable transport does not retransmit
+    via = request.top_via
+    branch = via.branch
+    if branch is None or not branch.startswith("z9hG4bK"):
+        return None
+    return branch, via.host, via.port, request.method, request.cseq.number
+
+
+class RecentReplies:
+    """Stateless answers of the last few seconds, so a retransmission gets the same bytes.
+
+    This is what a non-INVITE server transaction in the Completed state
+    would give, at the cost of one dict entry instead of a transaction for
+    Timer J (32 s): SIP clients retransmit at 0.5, 1 and 2 s, and by 4 s a
+    client that still has no answer has a problem this cache will not fix.
+    Bounded: the oldest entries go first.
+    """
+
+    def __init__(self, ttl: float = 4.0, max_entries: int = 8192) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        # OrderedDict, not dict: popping the oldest entry of a plain dict again
+        # and again makes finding the next oldest slower each time.
+        self._entries: OrderedDict[ReplayKey, tuple[float, tuple[bytes, Peer]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: ReplayKey, now: float) -> tuple[bytes, Peer] | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= now:
+            return None
+        return entry[1]
+
+    def put(self, key: ReplayKey, now: float, reply: tuple[bytes, Peer]) -> None:
+        entries = self._entries
+        # Insertion order is expiry order (one ttl for all): trim from the front.
+        while entries:
+            _first, (expires, _reply) = next(iter(entries.items()))
+            if expires > now and len(entries) < self.max_entries:
+                break
+            entries.popitem(last=False)
+        entries[key] = (now + self.ttl, reply)
 
 
 def _is_for_us(request: Request) -> bool:

@@ -30,6 +30,11 @@ def is_token(text: str) -> bool:
     return True
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def split_commas(value: str) -> list[str]:
     """Split a list-valued header on commas outside quotes and <>; drop empty items."""
     if "," not in value:

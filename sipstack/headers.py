@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sipstack.errors import SipParseError
 from sipstack.grammar import (
     format_params,
+    is_number,
     is_token,
     parse_params,
     read_quoted,
@@ -200,7 +201,7 @@ def parse_cseq(value: str) -> CSeq:
     if len(parts) != 2:
         raise SipParseError(400, "malformed CSeq")
     num, method = parts
-    if not num.isdigit() or len(num.lstrip("0")) > 10 or int(num) >= 2**31:
+    if not is_number(num) or len(num.lstrip("0")) > 10 or int(num) >= 2**31:
         raise SipParseError(400, "CSeq number out of range")
     if not is_token(method):
         raise SipParseError(400, "malformed CSeq method")
@@ -266,7 +267,7 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
     if not tail:
         return host, None
     digits = tail[1:].strip(" \t") if tail.startswith(":") else ""
-    if not digits.isdigit() or len(digits) > 5 or int(digits) > 65535:
+    if not is_number(digits) or len(digits) > 5 or int(digits) > 65535:
         raise SipParseError(400, "malformed port in Via")
     if any(c in host for c in " \t<>\"@,"):
         raise SipParseError(400, "malformed host in Via")

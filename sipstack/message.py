@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from sipstack.errors import SipParseError
+from sipstack.grammar import is_number as _is_number
 from sipstack.grammar import is_token
 from sipstack.headers import (
     CANONICAL,
@@ -28,6 +29,9 @@ from sipstack.uri import Uri, parse_uri
 MAX_DATAGRAM = 65535
 MAX_HEADERS = 128
 _FOLD_RE = re.compile(r"\r\n[ \t]+")
+# Control characters other than HT may only appear escaped in a quoted-pair
+# (RFC 3261 §25.1); anywhere else they would be echoed into our replies.
+_CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BAD_NAME_CHARS = frozenset(" \t\r\n\x00")
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 _ONCE = ("from", "to", "call-id", "cseq", "max-forwards")
@@ -107,7 +111,7 @@ class Message:
         if value is None:
             return None
         value = value.strip()
-        if not value.isdigit() or len(value.lstrip("0")) > 3 or int(value) > 255:
+        if not _is_number(value) or len(value.lstrip("0")) > 3 or int(value) > 255:
             raise SipParseError(400, "malformed Max-Forwards")
         return int(value)
 
@@ -207,6 +211,8 @@ def parse_message(
         raise SipParseError(400, "bare CR or LF in the header block")
     if "\r\n " in head or "\r\n\t" in head:
         head = _FOLD_RE.sub(" ", head)
+    if _CTL_RE.search(head) is not None:
+        _check_controls(head)
     lines = head.split("\r\n")
     if len(lines) - 1 > max_headers:
         raise SipParseError(400, f"more than {max_headers} header fields")
@@ -240,7 +246,7 @@ def parse_message(
     if length_text is not None:
         if seen["content-length"] > 1:
             raise SipParseError(400, "more than one Content-Length")
-        if not length_text.isdigit() or len(length_text) > 9:
+        if not _is_number(length_text) or len(length_text) > 9:
             raise SipParseError(400, "malformed Content-Length")
         length = int(length_text)
         if length > len(body):
@@ -253,6 +259,13 @@ def parse_message(
     return message
 
 
+def _check_controls(head: str) -> None:
+    for match in _CTL_RE.finditer(head):
+        at = match.start()
+        if at == 0 or head[at - 1] != "\\":
+            raise SipParseError(400, "control character in the header block")
+
+
 def _start_line(line: str, headers: Headers, body: bytes) -> Request | Response:
     if line.startswith("SIP/"):
         parts = line.split(" ", 2)
@@ -261,7 +274,7 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Request | Response:
         version, code = parts[0], parts[1]
         if version.upper() != "SIP/2.0":
             raise SipParseError(505, f"unsupported version {version[:20]!r}")
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not _is_number(code) or not 100 <= int(code) <= 699:
             raise SipParseError(400, f"bad status code {code[:20]!r}")
         return Response(int(code), parts[2] if len(parts) == 3 else "", headers, body, version)
     parts = line.split(" ")

@@ -212,7 +212,7 @@ def _parse_sip(scheme: str, rest: str) -> SipUri:
     n = len(rest)
     if i < n and rest[i] == ":":
         j = i + 1
-        while j < n and rest[j].isdigit():
+        while j < n and rest[j] in "0123456789":
             j += 1
         digits = rest[i + 1 : j]
         if not digits or len(digits) > 5 or int(digits) > 65535:

@@ -359,9 +359,23 @@ def source_of(entry: dict[str, Any]) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # Keep each phase's report on the item so fixtures can tell whether the test failed.
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def agent_factory(state_dir: Path) -> Iterator[Callable[..., AgentProcess]]:
-    """Start agents on demand; every one is stopped at teardown and must exit 0."""
+def agent_factory(
+    state_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., AgentProcess]]:
+    """Start agents on demand; every one is stopped at teardown and must exit 0.
+
+    When the test failed, the tail of each agent's log is printed (pytest shows it under
+    "Captured stdout teardown"), since the agent's view is usually the missing half.
+    """
     if not agent_available():
         pytest.skip("agent/main.py and agent/cli.py are not written yet")
     started: list[AgentProcess] = []
@@ -399,6 +413,10 @@ def agent_factory(state_dir: Path) -> Iterator[Callable[..., AgentProcess]]:
 
     yield start
 
+    call_report = getattr(request.node, "rep_call", None)
+    if call_report is not None and call_report.failed:
+        for agent in started:
+            print(f"--- edgepbx-agent log ({agent.log_path}) ---\n{agent.log_tail(80)}")
     problems = []
     for agent in started:
         if agent.proc is not None and agent.proc.poll() is None:

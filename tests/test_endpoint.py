@@ -12,6 +12,7 @@ from sipstack.endpoint import (
     EndpointConfig,
     IncomingRequest,
     IncomingResponse,
+    RecentReplies,
     response_destination,
     stamp_via,
 )
@@ -359,11 +360,6 @@ def test_a_bare_cr_or_lf_is_never_echoed_back(data: bytes) -> None:
         check_well_formed_response(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="message.py/headers.py: control characters (NUL, BS, ...) inside header values "
-    "and even inside a Via host are accepted, and echoed back in our responses",
-)
 @pytest.mark.parametrize(
     "data",
     [
@@ -542,3 +538,64 @@ def test_validation_failure_never_reaches_the_register_handler() -> None:
     [(resp, _)] = sent(ep)
     assert resp.status == 420
     assert called == []
+
+
+# --------------------------------------------------------------------------- retransmissions
+
+
+def counting_register_handler() -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def handler(request: Request, peer: Peer, now: float) -> Response:
+        calls.append(1)
+        # A fresh value per call, as a new digest nonce would be.
+        response = make_response(request, 401)
+        response.headers.add("WWW-Authenticate", f'Digest nonce="n{len(calls)}"')
+        return response
+
+    return calls, handler
+
+
+def test_a_udp_retransmission_gets_the_same_bytes_without_reprocessing() -> None:
+    calls, handler = counting_register_handler()
+    ep = endpoint(on_register=handler)
+    data = req_bytes("REGISTER", to="<sip:alice@example.com>")
+    ep.receive(data, SRC, T0)
+    first = ep.datagrams_to_send()
+    ep.receive(data, SRC, T0 + 0.5)
+    again = ep.datagrams_to_send()
+    assert again == first and len(calls) == 1
+    assert ep.stats.retransmissions == 1
+
+
+def test_a_new_transaction_is_processed_again() -> None:
+    calls, handler = counting_register_handler()
+    ep = endpoint(on_register=handler)
+    ep.receive(req_bytes("REGISTER", to="<sip:alice@example.com>"), SRC, T0)
+    other_branch = "SIP/2.0/UDP 10.1.1.1:4540;rport;branch=z9hG4bKother"
+    ep.receive(req_bytes("REGISTER", to="<sip:alice@example.com>", via=other_branch), SRC, T0)
+    first, second = ep.datagrams_to_send()
+    assert first[0] != second[0] and len(calls) == 2
+
+
+@pytest.mark.parametrize("later, transport, reprocessed", [
+    (5.0, "udp", True),  # past the cache's lifetime
+    (0.5, "tcp", True),  # a reliable transport never retransmits: nothing is cached
+])
+def test_when_a_repeat_is_processed_again(later: float, transport: str, reprocessed: bool) -> None:
+    calls, handler = counting_register_handler()
+    ep = endpoint(on_register=handler)
+    peer = Peer(transport, SRC.host, SRC.port)
+    data = req_bytes("REGISTER", to="<sip:alice@example.com>")
+    ep.receive(data, peer, T0)
+    ep.receive(data, peer, T0 + later)
+    assert (len(calls) == 2) is reprocessed
+
+
+def test_recent_replies_stay_bounded() -> None:
+    cache = RecentReplies(ttl=4.0, max_entries=3)
+    for i in range(10):
+        cache.put((f"z9hG4bK{i}", "h", None, "REGISTER", 1), T0, (b"x", SRC))
+    assert len(cache) == 3
+    assert cache.get(("z9hG4bK9", "h", None, "REGISTER", 1), T0) == (b"x", SRC)
+    assert cache.get(("z9hG4bK0", "h", None, "REGISTER", 1), T0) is None

@@ -8,8 +8,8 @@ answering everybody else.
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
+import re
 import socket
 import ssl
 import time
@@ -20,14 +20,13 @@ from pathlib import Path
 
 import pytest
 
-import agent.sipservice as sipservice_module
 from agent.listen import ListenSpec
 from agent.sipservice import SipService
 from agent.site import Site
 from agent.store import Store
 from sipstack.digest import DigestClient
 from sipstack.message import Response, parse_message
-from sipstack.transport import StreamLimits, StreamServer
+from sipstack.transport import StreamLimits
 
 HOST = "127.0.0.1"
 REALM = "pbx.test"
@@ -63,12 +62,6 @@ class Harness:
 async def running(
     tmp_path: Path, tls_cert: tuple[Path, Path], limits: StreamLimits | None = None
 ) -> AsyncIterator[Harness]:
-    # SipService builds its StreamServers with default limits; short ones for the tests.
-    # (Lead: an optional ``stream_limits`` kwarg on SipService would make this cleaner.)
-    mp = pytest.MonkeyPatch()
-    if limits is not None:
-        limited = functools.partial(StreamServer, limits=limits)
-        mp.setattr(sipservice_module, "StreamServer", limited)
     store = Store.open(tmp_path / "state")
     service = SipService(
         site=Site.model_validate(SITE),
@@ -77,6 +70,7 @@ async def running(
                  ListenSpec("tls", HOST, 0)],
         state_dir=tmp_path / "state",
         tls_cert=tls_cert,
+        stream_limits=limits,
     )
     try:
         await service.start()
@@ -84,7 +78,6 @@ async def running(
     finally:
         await service.stop()
         store.close()
-        mp.undo()
 
 
 def run(coro: Callable[[], Awaitable[None]]) -> None:
@@ -393,7 +386,7 @@ def test_header_flood_gets_400_and_others_are_still_answered(
 def test_stalled_tls_handshake_blocks_nobody_and_is_dropped(
     tmp_path: Path, tls_cert: tuple[Path, Path]
 ) -> None:
-    limits = StreamLimits(handshake_timeout=0.5)
+    limits = StreamLimits(handshake_timeout=1.0)
 
     async def body() -> None:
         async with running(tmp_path, tls_cert, limits) as h:
@@ -406,10 +399,10 @@ def test_stalled_tls_handshake_blocks_nobody_and_is_dropped(
             await stream_options_ok(h, "tls")
             await stream_options_ok(h, "tcp")
             await udp_options_ok(h)
-            assert loop.time() - t0 < 0.5  # nobody waited for the stalled handshakes
+            assert loop.time() - t0 < 1.0  # nobody waited for the stalled handshakes
             for reader, _writer in [*stalled, (half_r, half_w)]:
-                assert await wait_closed_by_peer(reader, 4) == b""
-            assert loop.time() - t0 < 4
+                assert await wait_closed_by_peer(reader, 5) == b""
+            assert 0.9 < loop.time() - t0 < 5
             for _reader, writer in [*stalled, (half_r, half_w)]:
                 writer.close()
 
@@ -521,6 +514,61 @@ def test_register_with_latin1_user_agent_is_persisted(
             assert h.service.store_errors == 0
             [row] = h.service.store.load_bindings(0)
             assert row.user_agent == "T\ufffdl\ufffdphone/1.0"
+            client.close()
+
+    run(body)
+
+
+def test_peer_that_never_reads_its_answers_is_dropped(
+    tmp_path: Path, tls_cert: tuple[Path, Path]
+) -> None:
+    # Replies pile up for a peer that only writes; past max_write_buffer it is cut off
+    # instead of growing our memory without bound.
+    limits = StreamLimits(max_write_buffer=64 * 1024)
+
+    async def body() -> None:
+        async with running(tmp_path, tls_cert, limits) as h:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.sock_connect(sock, h.addr("tcp"))
+            lport = sock.getsockname()[1]
+            batch = b"".join(options("tcp", lport) for _ in range(200))
+            dropped = False
+            for _ in range(200):  # up to 40 000 requests, ~16 MB
+                try:
+                    await asyncio.wait_for(loop.sock_sendall(sock, batch), 2)
+                except (ConnectionResetError, BrokenPipeError):
+                    dropped = True
+                    break
+                except TimeoutError:
+                    pass  # our own send buffer is full: the server stopped reading us
+                if not h.service._streams["tcp"].connections:
+                    dropped = True
+                    break
+            assert dropped
+            sock.close()
+            await stream_options_ok(h, "tcp")
+
+    run(body)
+
+
+def test_no_enumeration_on_the_wire(tmp_path: Path, tls_cert: tuple[Path, Path]) -> None:
+    async def body() -> None:
+        async with running(tmp_path, tls_cert) as h:
+            client = Udp()
+            answers = {}
+            for user in ("1000", "9999"):
+                data = register("udp", client.port, call_id="same", cseq=1)
+                await client.send(data.replace(b"1000@", f"{user}@".encode()), h.addr("udp"))
+                answers[user] = await client.recv()
+            known, unknown = answers["1000"], answers["9999"]
+            mask = re.compile(rb'(nonce="|tag=|branch=)[^";\r\n]*')
+            known = mask.sub(rb"\1X", known).replace(b"1000@", b"USER@")
+            unknown = mask.sub(rb"\1X", unknown).replace(b"9999@", b"USER@")
+            assert known.startswith(b"SIP/2.0 401 ")
+            assert known == unknown
             client.close()
 
     run(body)
