@@ -117,11 +117,9 @@ def parse_params(text: str) -> dict[str, str | None]:
     Values keep their quotes so that serializing them again is exact; use
     :func:`unquote` to read a quoted value.
     """
-    params: dict[str, str | None] = {}
-    if not text:
-        return params
     if '"' not in text:
-        return _parse_plain_params(text)
+        return _parse_plain_params(text) if text else {}
+    params: dict[str, str | None] = {}
     i = 0
     n = len(text)
     while i < n:

@@ -7,6 +7,7 @@ CSeq) are parsed on demand.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -229,8 +230,27 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
 
 
+# Via as phones write it: SIP/2.0/UDP host[:port][;params]. Anything else
+# (LWS inside the protocol, IPv6 sent-by, ...) takes the general path.
+_COMMON_VIA = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?)(?::([0-9]{1,5}))?"
+    r"[ \t]*(;.*)?"
+)
+
+
 def parse_via(value: str) -> Via:
     """Parse one Via element (not a comma list)."""
+    match = _COMMON_VIA.fullmatch(value)
+    if match is not None:
+        transport, host, port_text, ptext = match.groups()
+        port = int(port_text) if port_text is not None else None
+        if port is not None and port > 65535:
+            raise SipParseError(400, "malformed port in Via")
+        return Via(transport.upper(), host, port, parse_params(ptext) if ptext else {})
+    return _parse_via_general(value)
+
+
+def _parse_via_general(value: str) -> Via:
     first = value.find("/")
     second = value.find("/", first + 1)
     if first < 0 or second < 0:

@@ -755,3 +755,46 @@ def test_bad_vias(text: str) -> None:
     with pytest.raises(SipParseError) as info:
         parse_via(text)
     assert info.value.status == 400
+
+
+# The common-shape fast paths must read exactly what the general parsers read.
+FAST_PATH_URIS = [
+    "sip:u0@127.0.0.1:16000;transport=UDP", "sip:pbx.test", "sip:alice:pw@host.example.com",
+    "sip:host;lr", "sip:a;b@host", "sip:0;@[::]", "sip:host.:5060", "sip:h:70000",
+    "sip:+1-201-555-0123;phone-context=x@gw;user=phone", "sip:u@h;maddr=239.1.1.1;ttl=15",
+    "sip:u@h;tag=1;;x", "sip:u@h?subject=x", "sip:u%40x@h", "sip:-bad@-h",
+]
+
+
+@pytest.mark.parametrize("text", FAST_PATH_URIS)
+def test_uri_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    from sipstack.uri import _parse_sip, _parse_sip_general
+
+    rest = text.split(":", 1)[1]
+    outcomes = []
+    for parse in (_parse_sip, _parse_sip_general):
+        try:
+            outcomes.append(repr(parse("sip", rest)))
+        except SipParseError as exc:
+            outcomes.append(f"error {exc.status}")
+    assert outcomes[0] == outcomes[1]
+
+
+FAST_PATH_VIAS = [
+    "SIP/2.0/UDP 127.0.0.1:16000;branch=z9hG4bK-1;rport", "SIP/2.0/TCP host", "SIP/2.0/tls h:5061",
+    "SIP/2.0/UDP h:99999;branch=x", "SIP/2.0/UDP h ;branch=x", "SIP/2.0/UDP [::1]:5060;branch=x",
+    "SIP/2.0/UDP h;branch=x;received=1.2.3.4", "SIP/2.0/UDP -h", "SIP/2.0/UDP h;=x",
+]
+
+
+@pytest.mark.parametrize("text", FAST_PATH_VIAS)
+def test_via_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    from sipstack.headers import _parse_via_general
+
+    outcomes = []
+    for parse in (parse_via, _parse_via_general):
+        try:
+            outcomes.append(repr(parse(text)))
+        except SipParseError as exc:
+            outcomes.append(f"error {exc.status}")
+    assert outcomes[0] == outcomes[1]
