@@ -128,7 +128,7 @@ class ControlServer:
             sock.listen(64)
             sock.setblocking(False)
             self._server = await asyncio.start_unix_server(
-                self._serve, sock=sock, limit=MAX_LINE
+                self._accept, sock=sock, limit=MAX_LINE
             )
         except BaseException:
             sock.close()
@@ -157,9 +157,6 @@ class ControlServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-            # A connection accepted just now has a task that has not run yet and so
-            # is not in _clients: let it start before cancelling what is there.
-            await asyncio.sleep(0)
             for task in list(self._clients):
                 task.cancel()
             if self._clients:
@@ -168,10 +165,14 @@ class ControlServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback, so the task is tracked from the moment it exists: stop()
+        # can then cancel even a connection whose task has not started yet.
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
         try:
             while True:
                 try:
@@ -191,8 +192,6 @@ class ControlServer:
         except asyncio.CancelledError:
             pass
         finally:
-            if task is not None:
-                self._clients.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()

@@ -2,18 +2,19 @@
 
 Receive path: a socket adapter hands bytes to :meth:`SipService._receive`,
 which feeds the :class:`~sipstack.endpoint.Endpoint`. Output is collected and
-flushed once per event-loop pass. When the pass changed bindings, its replies
-wait for those changes to be committed (``synchronous=FULL``) by a single
-writer thread, so a phone is only told "200 OK" once its binding would
-survive a power cut. While one commit is in flight, later passes queue up
-and go in the next commit together (group commit): the fsync never blocks
-the event loop, and under load one fsync serves hundreds of REGISTERs.
+flushed once per event-loop pass: first every binding change of the pass is
+committed in one SQLite transaction (group commit), then the replies go out.
+So a phone is told "200 OK" only once its binding would survive a crash of
+the agent, and under load one commit serves a whole batch of REGISTERs.
+
+Bindings are soft state: phones refresh them, and re-register when they boot.
+So the store runs WAL with ``synchronous=NORMAL`` (no fsync per commit); a
+power cut can lose the last moments of registrations, never consistency.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import secrets
 import socket
@@ -150,11 +151,6 @@ class SipService:
         self._udp: dict[int, UdpEndpoint] = {}  # by address family
         self._streams: dict[str, StreamServer] = {}
         self._flush_pending = False
-        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        self._commit_in_flight = False
-        # Batches waiting for the commit in flight: their changes and held replies.
-        self._queued_changes: list[Change] = []
-        self._queued_replies: list[tuple[bytes, Peer]] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store_errors = 0
@@ -203,7 +199,7 @@ class SipService:
         self.directory = directory
         self.registration.digest = self.digest
         self.registration.directory = directory
-        self._enqueue(changes)
+        self._persist(changes)
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -216,7 +212,7 @@ class SipService:
         for spec in self.listens:
             bound = await self._open(spec)
             self.listeners.append(Listener(spec, bound))
-            log.info("listening", extra={"transport": spec.transport, "address": f"{bound}"})
+            log.info("listening", extra={"transport": spec.transport, "address": _hostport(*bound)})
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def _open(self, spec: ListenSpec) -> tuple[str, int]:
@@ -244,13 +240,10 @@ class SipService:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self._flush()
-        while self._commit_in_flight:
-            await asyncio.sleep(0.005)
         for udp in self._udp.values():
             udp.close()
         for server in self._streams.values():
             await server.close()
-        self._writer.shutdown(wait=True)
 
     # -- receive path -------------------------------------------------------------
     def _receive(self, data: bytes, peer: Peer) -> None:
@@ -270,47 +263,15 @@ class SipService:
 
     def _flush(self) -> None:
         self._flush_pending = False
-        changes = self.registration.take_changes()
+        # Commit before replying: a 200 must not promise a binding a crash would lose.
+        self._persist(self.registration.take_changes())
         for event in self.endpoint.events():
             if isinstance(event, IncomingRequest):
                 self._answer_unsupported(event)
             elif isinstance(event, IncomingResponse):
                 log.debug("stray response", extra={"peer": str(event.peer)})
-        replies = self.endpoint.datagrams_to_send()
-        if not changes and not self._commit_in_flight:
-            for data, peer in replies:
-                self._send(data, peer)
-            return
-        # Replies of this pass may confirm bindings: hold them until committed.
-        self._queued_changes.extend(changes)
-        self._queued_replies.extend(replies)
-        if not self._commit_in_flight:
-            self._start_commit()
-
-    def _enqueue(self, changes: list[Change]) -> None:
-        """Persist changes that no reply waits for, in order with the rest."""
-        if changes:
-            self._queued_changes.extend(changes)
-            if not self._commit_in_flight:
-                self._start_commit()
-
-    def _start_commit(self) -> None:
-        changes, self._queued_changes = self._queued_changes, []
-        replies, self._queued_replies = self._queued_replies, []
-        self._commit_in_flight = True
-        future = self._writer.submit(self._persist, changes)
-        loop = self._loop
-        assert loop is not None
-        future.add_done_callback(
-            lambda _f: loop.call_soon_threadsafe(self._commit_done, replies)
-        )
-
-    def _commit_done(self, replies: list[tuple[bytes, Peer]]) -> None:
-        self._commit_in_flight = False
-        for data, peer in replies:
+        for data, peer in self.endpoint.datagrams_to_send():
             self._send(data, peer)
-        if self._queued_changes or self._queued_replies:
-            self._start_commit()
 
     def _answer_unsupported(self, event: IncomingRequest) -> None:
         request = event.request
@@ -356,7 +317,7 @@ class SipService:
             log.exception("could not persist binding changes", extra={"count": len(rows)})
 
     def _sweep(self) -> None:
-        self._enqueue(self.registrar.expire(time.time()))
+        self._persist(self.registrar.expire(time.time()))
         assert self._loop is not None
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 

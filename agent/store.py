@@ -1,7 +1,9 @@
 """The agent's SQLite store: registrations, site versions, the audit log.
 
-One file, ``STATE_DIR/edgepbx.db``, mode 0600, in WAL mode with ``synchronous=FULL`` (a
-commit is atomic, and durable against a process crash and a power cut alike). Every write
+One file, ``STATE_DIR/edgepbx.db``, mode 0600, in WAL mode with ``synchronous=NORMAL``: a
+commit is atomic and survives a crash of the process (``kill -9``); a power cut can lose
+the last commits before the next WAL sync, never the database's consistency. That is
+SQLite's recommended setting for WAL, and it keeps fsync off the SIP hot path. Every write
 is one transaction. The schema is versioned by ordered migrations recorded in
 ``schema_version``.
 
@@ -233,9 +235,7 @@ class Store:
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
-        # FULL: a committed binding survives a power cut, not only a crash. The SIP
-        # service commits once per event-loop pass, so the fsync is shared by a batch.
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=10000")
 

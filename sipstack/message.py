@@ -32,6 +32,11 @@ _FOLD_RE = re.compile(r"\r\n[ \t]+")
 # Control characters other than HT may only appear escaped in a quoted-pair
 # (RFC 3261 §25.1); anywhere else they would be echoed into our replies.
 _CTL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Every byte but those controls: deleting them leaves b"" for a clean message,
+# which bytes.translate finds far faster than a regex search.
+_NOT_CTL_BYTES = bytes(
+    b for b in range(256) if not ((b < 0x20 and b not in (9, 10, 13)) or b == 0x7F)
+)
 _BAD_NAME_CHARS = frozenset(" \t\r\n\x00")
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 _ONCE = ("from", "to", "call-id", "cseq", "max-forwards")
@@ -211,7 +216,7 @@ def parse_message(
         raise SipParseError(400, "bare CR or LF in the header block")
     if "\r\n " in head or "\r\n\t" in head:
         head = _FOLD_RE.sub(" ", head)
-    if _CTL_RE.search(head) is not None:
+    if data[start:sep].translate(None, _NOT_CTL_BYTES) and _CTL_RE.search(head):
         _check_controls(head)
     lines = head.split("\r\n")
     if len(lines) - 1 > max_headers:

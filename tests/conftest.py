@@ -449,3 +449,12 @@ def require_binary(name: str, package: str) -> str:
     if is_root():
         pytest.fail(f"{name} is missing although we are root: run `make deps` (Debian {package})")
     pytest.skip(f"{name} not installed and not root, so `make deps` could not install {package}")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Surface a leaked coroutine or task in the test that leaked it, not in a later one."""
+    yield
+    import gc
+
+    gc.collect()

@@ -47,7 +47,7 @@ def test_open_creates_private_wal_database(tmp_path: Path) -> None:
     try:
         assert s.path == state / "edgepbx.db"
         assert s.pragma("journal_mode") == "wal"
-        assert s.pragma("synchronous") == 2  # FULL: durable across a power cut
+        assert s.pragma("synchronous") == 1  # NORMAL: crash-safe, consistent on power loss
         assert s.pragma("foreign_keys") == 1
         assert s.schema_version() == len(MIGRATIONS)
         s.apply_binding_changes([UpsertBinding(row("a", "sip:a@x"))])
