@@ -278,9 +278,10 @@ class SipService:
         if request.method == "ACK":
             return
         tag = stateless_tag(request)
-        if request.method == "CANCEL":
+        if request.method == "CANCEL" or request.to.tag is not None:
+            # No transaction to cancel, no dialog the request could belong to (§12.2.2).
             response = make_response(request, 481, to_tag=tag)
-        elif request.method in KNOWN_METHODS or request.method == "OPTIONS":
+        elif request.method in KNOWN_METHODS:
             response = make_response(request, 405, to_tag=tag)
             response.headers.add("Allow", ", ".join(ALLOW))
         else:

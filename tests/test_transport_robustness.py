@@ -572,3 +572,58 @@ def test_no_enumeration_on_the_wire(tmp_path: Path, tls_cert: tuple[Path, Path])
             client.close()
 
     run(body)
+
+
+# ------------------------------------------------------------- what it does not serve yet
+
+
+def request(method: str, lport: int, *, to_tag: str = "") -> bytes:
+    return (
+        options("udp", lport)
+        .replace(b"OPTIONS sip:", f"{method} sip:".encode(), 1)
+        .replace(b"CSeq: 1 OPTIONS", f"CSeq: 1 {method}".encode())
+        .replace(f"To: <sip:{REALM}>".encode(), f"To: <sip:{REALM}>{to_tag}".encode())
+    )
+
+
+@pytest.mark.parametrize("method, to_tag, status", [
+    ("INVITE", "", 405),  # known, not served yet: 405 with Allow
+    ("SUBSCRIBE", "", 405),
+    ("BYE", ";tag=gone", 481),  # no such dialog
+    ("OPTIONS", ";tag=gone", 481),
+    ("CANCEL", "", 481),  # no such transaction
+    ("FROBNICATE", "", 501),  # unknown method
+])
+def test_requests_it_does_not_serve_get_the_right_refusal(
+    tmp_path: Path, tls_cert: tuple[Path, Path], method: str, to_tag: str, status: int
+) -> None:
+    async def scenario() -> None:
+        async with running(tmp_path, tls_cert) as h:
+            client = Udp()
+            try:
+                await client.send(request(method, client.port, to_tag=to_tag), h.addr("udp"))
+                resp = parse_message(await client.recv())
+                assert isinstance(resp, Response) and resp.status == status
+                assert resp.to.tag is not None
+                if status == 405:
+                    assert resp.headers.get("allow") == "REGISTER, OPTIONS"
+            finally:
+                client.close()
+
+    run(scenario)
+
+
+def test_ack_is_never_answered(tmp_path: Path, tls_cert: tuple[Path, Path]) -> None:
+    async def scenario() -> None:
+        async with running(tmp_path, tls_cert) as h:
+            client = Udp()
+            try:
+                await client.send(request("ACK", client.port), h.addr("udp"))
+                await client.send(options("udp", client.port), h.addr("udp"))
+                resp = parse_message(await client.recv())
+                # The first answer is the OPTIONS': the ACK got none.
+                assert isinstance(resp, Response) and resp.cseq.method == "OPTIONS"
+            finally:
+                client.close()
+
+    run(scenario)
