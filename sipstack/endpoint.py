@@ -17,7 +17,7 @@ import hashlib
 import ipaddress
 import logging
 import re
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,6 +88,7 @@ class Endpoint:
         self.stats = EndpointStats()
         self._outbox: list[tuple[bytes, Peer]] = []
         self._recent = RecentReplies()
+        self._last_internal_log = float("-inf")
         self._events: list[Event] = []
         self._allow = ", ".join(config.allow)
         self._supported = ", ".join(config.supported)
@@ -126,7 +127,7 @@ class Endpoint:
             self._reply_to_garbage(data, exc, peer)
             return
         except Exception:  # noqa: BLE001 - a parser bug must not take the listener down
-            self._internal_error("parsing", peer)
+            self._internal_error("parsing", peer, now)
             self._reply_to_garbage(data, SipParseError(400, "malformed message"), peer)
             return
         if isinstance(message, Response):
@@ -137,23 +138,31 @@ class Endpoint:
         except SipParseError as exc:
             # A header the handler needed turned out malformed.
             self.stats.parse_errors += 1
-            self._safe_error_reply(message, exc.status, exc.reason, exc.detail, peer)
+            self._safe_error_reply(message, exc.status, exc.reason, exc.detail, peer, now)
         except Exception:  # noqa: BLE001 - one bad request must not stop the others
-            self._internal_error(message.method[:32], peer)
-            self._safe_error_reply(message, 500, "Server Internal Error", "", peer)
+            self._internal_error(message.method[:32], peer, now)
+            self._safe_error_reply(message, 500, "Server Internal Error", "", peer, now)
 
     def _safe_error_reply(
-        self, request: Request, status: int, reason: str, detail: str, peer: Peer
+        self, request: Request, status: int, reason: str, detail: str, peer: Peer, now: float
     ) -> None:
         try:
             self._error_reply(request, status, reason, detail, peer)
         except Exception:  # noqa: BLE001 - could not even answer: drop it
-            self._internal_error("error reply", peer)
+            self._internal_error("error reply", peer, now)
             self.stats.dropped += 1
 
-    def _internal_error(self, where: str, peer: Peer) -> None:
+    def _internal_error(self, where: str, peer: Peer, now: float) -> None:
         self.stats.internal_errors += 1
-        log.exception("internal error handling a message", extra={"peer": str(peer), "at": where})
+        # A packet that trips a bug can be sent a thousand times a second: one
+        # traceback a second is enough to find it, and the count says how many.
+        if now - self._last_internal_log < 1.0:
+            return
+        self._last_internal_log = now
+        log.exception(
+            "internal error handling a message",
+            extra={"peer": str(peer), "at": where, "total": self.stats.internal_errors},
+        )
 
     def _handle_request(self, request: Request, peer: Peer, now: float) -> None:
         method = request.method
@@ -282,9 +291,9 @@ class RecentReplies:
     def __init__(self, ttl: float = 4.0, max_entries: int = 8192) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        # OrderedDict, not dict: popping the oldest entry of a plain dict again
-        # and again makes finding the next oldest slower each time.
-        self._entries: OrderedDict[ReplayKey, tuple[float, tuple[bytes, Peer]]] = OrderedDict()
+        self._entries: dict[ReplayKey, tuple[float, tuple[bytes, Peer]]] = {}
+        # (expiry, key) in insertion order, which is expiry order: one ttl for all.
+        self._order: deque[tuple[float, ReplayKey]] = deque()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -296,14 +305,15 @@ class RecentReplies:
         return entry[1]
 
     def put(self, key: ReplayKey, now: float, reply: tuple[bytes, Peer]) -> None:
-        entries = self._entries
-        # Insertion order is expiry order (one ttl for all): trim from the front.
-        while entries:
-            _first, (expires, _reply) = next(iter(entries.items()))
-            if expires > now and len(entries) < self.max_entries:
-                break
-            entries.popitem(last=False)
-        entries[key] = (now + self.ttl, reply)
+        entries, order = self._entries, self._order
+        while order and (order[0][0] <= now or len(entries) >= self.max_entries):
+            expires, old = order.popleft()
+            entry = entries.get(old)
+            if entry is not None and entry[0] == expires:
+                del entries[old]
+        expires = now + self.ttl
+        entries[key] = (expires, reply)
+        order.append((expires, key))
 
 
 def _is_for_us(request: Request) -> bool:

@@ -599,3 +599,18 @@ def test_recent_replies_stay_bounded() -> None:
     assert len(cache) == 3
     assert cache.get(("z9hG4bK9", "h", None, "REGISTER", 1), T0) == (b"x", SRC)
     assert cache.get(("z9hG4bK0", "h", None, "REGISTER", 1), T0) is None
+
+
+def test_a_flood_of_bug_triggering_requests_logs_one_traceback_a_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def on_register(request: Request, peer: Peer, now: float) -> Response:
+        raise ValueError("a bug")
+
+    ep = endpoint(on_register=on_register)
+    caplog.set_level("ERROR", logger="sipstack.endpoint")
+    for i in range(100):
+        ep.receive(req_bytes("REGISTER"), SRC, T0 + i * 0.02)  # 2 s of a 50/s flood
+    assert ep.stats.internal_errors == 100
+    assert len(caplog.records) == 2
+    assert all(status == 500 for status in (r.status for r, _ in sent(ep)))
