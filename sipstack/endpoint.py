@@ -138,13 +138,13 @@ class Endpoint:
         except SipParseError as exc:
             # A header the handler needed turned out malformed.
             self.stats.parse_errors += 1
-            self._safe_error_reply(message, exc.status, exc.reason, exc.detail, peer, now)
+            self._safe_error_reply(message, exc.status, exc.reason, exc.detail, peer, now=now)
         except Exception:  # noqa: BLE001 - one bad request must not stop the others
             self._internal_error(message.method[:32], peer, now)
-            self._safe_error_reply(message, 500, "Server Internal Error", "", peer, now)
+            self._safe_error_reply(message, 500, "Server Internal Error", "", peer, now=now)
 
     def _safe_error_reply(
-        self, request: Request, status: int, reason: str, detail: str, peer: Peer, now: float
+        self, request: Request, status: int, reason: str, detail: str, peer: Peer, *, now: float
     ) -> None:
         try:
             self._error_reply(request, status, reason, detail, peer)

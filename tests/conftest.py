@@ -452,9 +452,14 @@ def require_binary(name: str, package: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _collect_garbage_after_each_test() -> Iterator[None]:
-    """Surface a leaked coroutine or task in the test that leaked it, not in a later one."""
-    yield
-    import gc
+def _collect_garbage_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Surface a leaked coroutine or task in the test that leaked it, not in a later one.
 
-    gc.collect()
+    Only modules that run event loops can leak those, and a full collection per
+    test costs milliseconds, so pure table tests skip it.
+    """
+    yield
+    if "asyncio" in vars(request.module):
+        import gc
+
+        gc.collect()
