@@ -317,7 +317,21 @@ class NameAddr:
         return f"{display}<{uri}>{format_params(self.params)}"
 
 
+# The shapes From, To and Contact nearly always have: <uri>;params or
+# "Display" <uri>;params, with nothing quoted or escaped in the params.
+_COMMON_NAME_ADDR = re.compile(r'[ \t]*(?:("[^"\\]*")[ \t]*)?<([^<>"\s]+)>[ \t]*(;[^"]*)?')
+
+
 def parse_name_addr(value: str) -> NameAddr:
+    match = _COMMON_NAME_ADDR.fullmatch(value)
+    if match is not None:
+        display, raw_uri, ptext = match.groups()
+        ptext = ptext.rstrip(" \t") if ptext else ""
+        return NameAddr(parse_uri(raw_uri), display, parse_params(ptext), raw_uri)
+    return _parse_name_addr_general(value)
+
+
+def _parse_name_addr_general(value: str) -> NameAddr:
     text = value.strip(" \t")
     i = 0
     n = len(text)

@@ -798,3 +798,25 @@ def test_via_fast_path_agrees_with_the_general_parser(text: str) -> None:
         except SipParseError as exc:
             outcomes.append(f"error {exc.status}")
     assert outcomes[0] == outcomes[1]
+
+
+FAST_PATH_NAME_ADDRS = [
+    "<sip:u0@pbx.test>;tag=11054SIPpTag1", '"Alice" <sip:alice@example.com>;tag=1', "<sip:a@b>",
+    '  "A B" <sip:a@b> ;tag=x ', '"" <sip:a@b>', "<sip:a@b>;expires=60;q=0.5", "<sip:a@b>;;",
+    "<sip:a@b>;tag", "<sip:a@b>junk", "<sip:a@b>;=x", '"x\\"y" <sip:a@b>', "< sip:a@b >",
+    "<tel:+123;phone-context=x>", "<sip:a@[::1]:5060;transport=tcp>;+sip.instance=\"<urn:x>\"",
+    "<sip:a@b>;tag=a b", "<isbn:2983792873>",
+]
+
+
+@pytest.mark.parametrize("text", FAST_PATH_NAME_ADDRS)
+def test_name_addr_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    from sipstack.headers import _parse_name_addr_general
+
+    outcomes = []
+    for parse in (parse_name_addr, _parse_name_addr_general):
+        try:
+            outcomes.append(repr(parse(text)))
+        except SipParseError as exc:
+            outcomes.append(f"error {exc.status}")
+    assert outcomes[0] == outcomes[1]
