@@ -147,6 +147,7 @@ class SipService:
             on_register=self.registration,
             check_request=self._check_request,
         )
+        self.registration.inspect = self.endpoint.inspect
         self.listeners: list[Listener] = []
         self._udp: dict[int, UdpEndpoint] = {}  # by address family
         self._streams: dict[str, StreamServer] = {}

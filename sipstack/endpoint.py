@@ -178,12 +178,15 @@ class Endpoint:
                 self._outbox.append(cached)
                 return
         stamp_via(request, peer)
-        if self.check_request is not None and method != "ACK":
+        # A REGISTER handler authenticates first and inspects after (RFC 3261 §8.2).
+        registering = method == "REGISTER" and self.on_register is not None
+        if self.check_request is not None and method != "ACK" and not registering:
             problem = self.check_request(request)
             if problem is not None:
                 self._error_reply(request, problem[0], problem[1], "", peer)
                 return
-        if method == "REGISTER" and self.on_register is not None:
+        if registering:
+            assert self.on_register is not None
             self.respond(request, self.on_register(request, peer, now), peer)
         elif method == "OPTIONS" and _is_for_us(request):
             self.respond(request, self.options_response(request), peer)
@@ -204,10 +207,21 @@ class Endpoint:
     def _error_reply(
         self, request: Request, status: int, reason: str, detail: str, peer: Peer
     ) -> None:
-        """Answer a request we refuse; it may be the very header we need that is bad."""
-        if request.method == "ACK":
+        response = self.error_response(request, status, reason, detail)
+        if response is None:
             self.stats.dropped += 1
-            return
+        else:
+            self.respond(request, response, peer)
+
+    def error_response(
+        self, request: Request, status: int, reason: str, detail: str = ""
+    ) -> Response | None:
+        """The refusal of a request (None for an ACK, which is never answered).
+
+        It may be the very header we need that is bad, so this copes with that.
+        """
+        if request.method == "ACK":
+            return None
         try:
             response = make_response(request, status, reason, to_tag=response_tag(request))
         except (SipParseError, ValueError):
@@ -226,7 +240,16 @@ class Endpoint:
                 unsupported = ()
             if unsupported:
                 response.headers.add("Unsupported", ", ".join(unsupported))
-        self.respond(request, response, peer)
+        return response
+
+    def inspect(self, request: Request) -> Response | None:
+        """RFC 3261 §8.2 method and header inspection: the refusal, or None to go on."""
+        if self.check_request is None:
+            return None
+        problem = self.check_request(request)
+        if problem is None:
+            return None
+        return self.error_response(request, problem[0], problem[1])
 
     def _reply_to_garbage(self, data: bytes, error: SipParseError, peer: Peer) -> None:
         """Answer an unparseable request if its routing headers survive; else drop it."""

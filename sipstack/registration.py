@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from sipstack.digest import DigestServer, Verdict, parse_credentials
@@ -19,6 +20,9 @@ from sipstack.registrar import Change, Registrar
 from sipstack.uri import SipUri
 
 log = logging.getLogger(__name__)
+
+
+Inspect = Callable[[Request], "Response | None"]
 
 
 class Directory(Protocol):
@@ -42,10 +46,22 @@ def stateless_tag(request: Request) -> str:
 
 
 class RegistrationHandler:
-    def __init__(self, registrar: Registrar, digest: DigestServer, directory: Directory) -> None:
+    def __init__(
+        self,
+        registrar: Registrar,
+        digest: DigestServer,
+        directory: Directory,
+        *,
+        inspect: Inspect | None = None,
+    ) -> None:
         self.registrar = registrar
         self.digest = digest
         self.directory = directory
+        # RFC 3261 §8.2: a UAS authenticates first, then inspects method and
+        # headers. So an unauthenticated REGISTER is challenged without the
+        # cost of a full inspection, and an authenticated one is inspected here
+        # (the endpoint's Endpoint.inspect, which builds the refusal).
+        self.inspect = inspect
         self.pending_changes: list[Change] = []
         self.failures = 0
 
@@ -84,6 +100,9 @@ class RegistrationHandler:
             )
             return self._challenge(request, tag, now, stale=False)
 
+        refusal = self.inspect(request) if self.inspect is not None else None
+        if refusal is not None:
+            return refusal
         aor = self.directory.aor_for_username(creds.username)
         to_uri = request.to.uri
         target = to_uri.user_unescaped if isinstance(to_uri, SipUri) else None

@@ -524,20 +524,32 @@ def test_unknown_method_is_501() -> None:
     assert ep.events() == []
 
 
-def test_validation_failure_never_reaches_the_register_handler() -> None:
+def test_register_goes_to_its_handler_before_inspection() -> None:
+    # RFC 3261 §8.2: authenticate first, then inspect. The REGISTER handler does
+    # both (see test_registration), so the endpoint must not inspect it first.
     called = []
 
     def on_register(request: Request, peer: Peer, now: float) -> Response:
         called.append(request)
-        return make_response(request, 200)
+        return make_response(request, 401)
 
     supported = frozenset({"path"})
     ep = Endpoint(EndpointConfig(), on_register=on_register,
                   check_request=lambda r: check_request(r, supported=supported))
     ep.receive(req_bytes("REGISTER", extra=["Require: gruu"]), SRC, T0)
     [(resp, _)] = sent(ep)
-    assert resp.status == 420
-    assert called == []
+    assert resp.status == 401
+    assert len(called) == 1
+
+
+def test_inspect_builds_the_full_refusal() -> None:
+    supported = frozenset({"path"})
+    ep = Endpoint(EndpointConfig(supported=("path",)),
+                  check_request=lambda r: check_request(r, supported=supported))
+    refusal = ep.inspect(parse_req(req_bytes("REGISTER", extra=["Require: gruu"])))
+    assert refusal is not None and refusal.status == 420
+    assert refusal.headers.get("unsupported") == "gruu"
+    assert ep.inspect(parse_req(req_bytes("REGISTER"))) is None
 
 
 # --------------------------------------------------------------------------- retransmissions

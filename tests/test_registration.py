@@ -375,3 +375,30 @@ def test_stateless_tag_is_stable_per_request_and_differs_between_requests() -> N
     assert a != stateless_tag(register("1000", cseq=2))
     assert a != stateless_tag(register("1000", call_id="other"))
     assert re.fullmatch(r"[0-9a-f]{12}", a)
+
+
+def test_inspection_comes_after_authentication() -> None:
+    # RFC 3261 §8.2 order: an unauthenticated REGISTER is challenged whatever it
+    # carries; once authenticated it is inspected, and refused with the full answer.
+    from sipstack.endpoint import Endpoint, EndpointConfig
+    from sipstack.validate import check_request
+
+    handler = make_handler()
+    endpoint = Endpoint(
+        EndpointConfig(supported=("path",)),
+        check_request=lambda r: check_request(r, supported=frozenset({"path"})),
+    )
+    handler.inspect = endpoint.inspect
+
+    def with_require(req: Request) -> Request:
+        req.headers.add("Require", "gruu")
+        return req
+
+    first = handler(with_require(register("1000")), PEER, T0)
+    assert first.status == 401
+    client = DigestClient("1000", PASSWORDS["1000"])
+    auth = client.authorize(client.choose(challenges(first)) or "", "REGISTER", f"sip:{REALM}")
+    refused = handler(with_require(register("1000", authorization=auth, cseq=2)), PEER, T0)
+    assert refused.status == 420
+    assert refused.headers.get("unsupported") == "gruu"
+    assert handler.take_changes() == []
