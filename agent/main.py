@@ -32,7 +32,6 @@ from agent.logs import setup_logging
 from agent.paths import default_state_dir
 from agent.site import Site, SiteError, load_site, site_document, site_fingerprint
 from agent.store import Store, StoreError
-from agent.tlscert import ensure_self_signed
 from agent.version import version
 
 __all__ = ["Agent", "SipServiceLike", "build_parser", "main"]
@@ -265,6 +264,10 @@ class Agent:
         tls_cert: tuple[Path, Path] | None = None
         tls_specs = [s for s in self.listens if s.transport == "tls"]
         if tls_specs:
+            # Imported here: `cryptography` costs about 8 MiB of memory that an
+            # agent without a TLS listener never needs.
+            from agent.tlscert import ensure_self_signed
+
             hostname = self._tls_hostname or socket.gethostname() or "edgepbx"
             try:
                 tls_cert = await asyncio.to_thread(
