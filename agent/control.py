@@ -192,7 +192,12 @@ class ControlServer:
         except asyncio.CancelledError:
             pass
         finally:
-            writer.close()
+            try:
+                writer.close()
+            except RuntimeError:
+                # The event loop is already closed (a task abandoned at shutdown):
+                # there is nothing left to close or wait for.
+                return
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
 

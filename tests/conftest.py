@@ -459,7 +459,7 @@ def _collect_garbage_after_each_test(request: pytest.FixtureRequest) -> Iterator
     test costs milliseconds, so pure table tests skip it.
     """
     yield
-    if "asyncio" in vars(request.module):
+    if {"asyncio", "control_server", "main"} & vars(request.module).keys():
         import gc
 
         gc.collect()
