@@ -15,6 +15,7 @@ power cut can lose the last moments of registrations, never consistency.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import socket
@@ -36,10 +37,10 @@ from sipstack.endpoint import (
     salvage_error_response,
 )
 from sipstack.framing import FramingError
-from sipstack.message import make_response
+from sipstack.message import REASON_PHRASES
 from sipstack.peer import Peer
-from sipstack.registrar import Binding, Change, Delete, Registrar, RegistrarConfig, Upsert
-from sipstack.registration import RegistrationHandler, stateless_tag
+from sipstack.registrar import Binding, Change, Registrar, RegistrarConfig, Upsert
+from sipstack.registration import RegistrationHandler
 from sipstack.transport import StreamLimits, StreamServer, UdpEndpoint, open_udp, server_ssl_context
 from sipstack.validate import check_request
 
@@ -139,13 +140,14 @@ class SipService:
         self.tls_cert = tls_cert
         self.stream_limits = stream_limits
         self.registrar = Registrar(self._registrar_config(site))
-        self.digest = self._digest_for(site)
-        self.directory = SiteDirectory(site, self.digest.algorithms)
-        self.registration = RegistrationHandler(self.registrar, self.digest, self.directory)
+        digest = self._digest_for(site)
+        self.registration = RegistrationHandler(
+            self.registrar, digest, SiteDirectory(site, digest.algorithms)
+        )
         self.endpoint = Endpoint(
             EndpointConfig(server_header=f"edgepbx/{version()}", allow=ALLOW, supported=SUPPORTED),
             on_register=self.registration,
-            check_request=self._check_request,
+            check_request=functools.partial(check_request, supported=frozenset(SUPPORTED)),
         )
         self.registration.inspect = self.endpoint.inspect
         self.listeners: list[Listener] = []
@@ -178,38 +180,35 @@ class SipService:
             algorithms=tuple(site.sip.digest_algorithms),
         )
 
-    @staticmethod
-    def _check_request(request: Any) -> tuple[int, str] | None:
-        return check_request(request, supported=frozenset(SUPPORTED))
-
     def apply_site(self, site: Site) -> None:
         """Switch to a new, already validated site document."""
         old = self.site
+        registration = self.registration
         if (site.site.realm, site.sip.nonce_lifetime, site.sip.digest_algorithms) != (
             old.site.realm, old.sip.nonce_lifetime, old.sip.digest_algorithms
         ):
-            self.digest = self._digest_for(site)
-        directory = SiteDirectory(site, self.digest.algorithms)
+            registration.digest = self._digest_for(site)
+        registration.directory = SiteDirectory(site, registration.digest.algorithms)
         self.registrar.config = self._registrar_config(site)
-        kept = {u.id for u in site.users}
-        changes: list[Change] = []
-        for aor in self.registrar.aors():
-            if aor not in kept:
-                changes.extend(self.registrar.drop_aor(aor))
         self.site = site
-        self.directory = directory
-        self.registration.digest = self.digest
-        self.registration.directory = directory
-        self._persist(changes)
+        self._persist(self._drop_removed_users())
+
+    def _drop_removed_users(self) -> list[Change]:
+        """Forget the bindings of users the site no longer has."""
+        kept = {u.id for u in self.site.users}
+        return [
+            change
+            for aor in self.registrar.aors()
+            if aor not in kept
+            for change in self.registrar.drop_aor(aor)
+        ]
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         now = time.time()
         self.registrar.load([_row_to_binding(r) for r in self.store.load_bindings(now)], now)
-        kept = {u.id for u in self.site.users}
-        self._persist([c for aor in self.registrar.aors() if aor not in kept
-                       for c in self.registrar.drop_aor(aor)])
+        self._persist(self._drop_removed_users())
         for spec in self.listens:
             bound = await self._open(spec)
             self.listeners.append(Listener(spec, bound))
@@ -276,18 +275,16 @@ class SipService:
 
     def _answer_unsupported(self, event: IncomingRequest) -> None:
         request = event.request
-        if request.method == "ACK":
-            return
-        tag = stateless_tag(request)
         if request.method == "CANCEL" or request.to.tag is not None:
             # No transaction to cancel, no dialog the request could belong to (§12.2.2).
-            response = make_response(request, 481, to_tag=tag)
+            status = 481
         elif request.method in KNOWN_METHODS:
-            response = make_response(request, 405, to_tag=tag)
-            response.headers.add("Allow", ", ".join(ALLOW))
+            status = 405
         else:
-            response = make_response(request, 501, to_tag=tag)
-        self.endpoint.respond(request, response, event.peer)
+            status = 501
+        response = self.endpoint.error_response(request, status, REASON_PHRASES[status])
+        if response is not None:  # None: an ACK, never answered
+            self.endpoint.respond(request, response, event.peer)
 
     def _send(self, data: bytes, peer: Peer) -> None:
         if peer.transport == "udp":
@@ -310,7 +307,6 @@ class SipService:
             UpsertBinding(_binding_to_row(c.binding, now)) if isinstance(c, Upsert)
             else DeleteBinding(c.aor, c.contact)
             for c in changes
-            if isinstance(c, Upsert | Delete)
         ]
         try:
             self.store.apply_binding_changes(rows)
@@ -326,14 +322,15 @@ class SipService:
     # -- introspection ------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         stats = self.endpoint.stats
+        bindings = self.registrar.all_bindings(time.time())
         return {
             "listeners": [
                 {"transport": lis.spec.transport, "address": _hostport(*lis.bound)}
                 for lis in self.listeners
             ],
             "users": len(self.site.users),
-            "bindings": len(self.registrar.all_bindings(time.time())),
-            "registered_users": len({b.aor for b in self.registrar.all_bindings(time.time())}),
+            "bindings": len(bindings),
+            "registered_users": len({b.aor for b in bindings}),
             "messages_received": stats.received,
             "parse_errors": stats.parse_errors,
             "dropped": stats.dropped,

@@ -13,7 +13,6 @@ the transaction user as :class:`IncomingRequest` events.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import re
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 
 from sipstack.errors import SipParseError
 from sipstack.headers import COMPACT, Headers
-from sipstack.message import Request, Response, make_response, parse_message
+from sipstack.message import Request, Response, make_response, parse_message, stateless_tag
 from sipstack.peer import Peer
 from sipstack.validate import DEFAULT_METHODS, unsupported_requirements
 
@@ -101,9 +100,6 @@ class Endpoint:
     def events(self) -> list[Event]:
         out, self._events = self._events, []
         return out
-
-    def send(self, message: Request | Response, peer: Peer) -> None:
-        self._outbox.append((message.to_bytes(), peer))
 
     def respond(self, request: Request, response: Response, peer: Peer) -> None:
         """Send a response where RFC 3261 §18.2.2 / RFC 3581 say it goes."""
@@ -198,7 +194,7 @@ class Endpoint:
 
     def options_response(self, request: Request) -> Response:
         # §8.2.6.2: every response but a 100 carries a To tag.
-        response = make_response(request, 200, to_tag=response_tag(request))
+        response = make_response(request, 200, to_tag=stateless_tag(request))
         response.headers.add("Allow", self._allow)
         response.headers.add("Accept", ", ".join(self.config.accept))
         response.headers.add("Supported", self._supported)
@@ -223,7 +219,7 @@ class Endpoint:
         if request.method == "ACK":
             return None
         try:
-            response = make_response(request, status, reason, to_tag=response_tag(request))
+            response = make_response(request, status, reason, to_tag=stateless_tag(request))
         except (SipParseError, ValueError):
             # The To header itself is malformed: copy it as it is, without a tag.
             response = make_response(request, status, reason)
@@ -265,25 +261,6 @@ class Endpoint:
 
 
 _BLANK_START = frozenset({b"", b"\r", b"\n", b" ", b"\t"})
-
-
-def response_tag(request: Request) -> str:
-    """A To tag that is the same for every retransmission of a request (§8.2.7).
-
-    It reads the header fields as text, so it works even when a field we are about
-    to complain about cannot be parsed.
-    """
-    headers = request.headers
-    vias = headers.get_all("via")
-    seed = "|".join(
-        (
-            headers.get("call-id") or "",
-            headers.get("cseq") or "",
-            vias[0] if vias else "",
-            headers.get("from") or "",
-        )
-    )
-    return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
 
 
 _STATELESS = frozenset({"REGISTER", "OPTIONS"})

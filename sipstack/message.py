@@ -8,6 +8,7 @@ demand, so a REGISTER on the hot path pays only for the headers it reads.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from sipstack.errors import SipParseError
@@ -309,6 +310,25 @@ def _check_required(message: Request | Response, seen: dict[str, int]) -> None:
         raise SipParseError(400, "CSeq method does not match the request method")
     if not message.call_id:
         raise SipParseError(400, "empty Call-ID")
+
+
+def stateless_tag(request: Request) -> str:
+    """A To tag that is the same for every retransmission of a request (§8.2.7).
+
+    It reads the header fields as text, so it works even for a request we are
+    about to refuse because one of those fields cannot be parsed.
+    """
+    headers = request.headers
+    vias = headers.get_all("via")
+    seed = "|".join(
+        (
+            headers.get("call-id") or "",
+            headers.get("cseq") or "",
+            vias[0] if vias else "",
+            headers.get("from") or "",
+        )
+    )
+    return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
 
 
 def make_response(

@@ -8,13 +8,12 @@ and the work done to reach it is the same.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
 
 from sipstack.digest import DigestServer, Verdict, parse_credentials
-from sipstack.message import Request, Response, make_response
+from sipstack.message import Request, Response, make_response, stateless_tag
 from sipstack.peer import Peer
 from sipstack.registrar import Change, Registrar
 from sipstack.uri import SipUri
@@ -36,13 +35,6 @@ class Directory(Protocol):
 
     def ha1(self, username: str, algorithm: str) -> str | None:
         """The stored digest HA1 for a username, or None when there is no such user."""
-
-
-def stateless_tag(request: Request) -> str:
-    """A To tag that is the same for every retransmission of a request (§8.2.7)."""
-    via = request.top_via
-    seed = f"{request.call_id}|{request.cseq.number}|{via.branch}|{request.headers.get('from')}"
-    return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
 
 
 class RegistrationHandler:

@@ -9,10 +9,10 @@ import secrets
 import pytest
 
 from sipstack.digest import DigestClient, DigestServer, ha1, parse_challenge
-from sipstack.message import Request, Response, parse_message
+from sipstack.message import Request, Response, parse_message, stateless_tag
 from sipstack.peer import Peer
 from sipstack.registrar import Registrar, RegistrarConfig, Upsert
-from sipstack.registration import RegistrationHandler, stateless_tag
+from sipstack.registration import RegistrationHandler
 
 REALM = "pbx.example.com"
 T0 = 1_700_000_000.0
