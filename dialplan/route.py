@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dialplan.hunt import HuntPlan, HuntState, plan
-from dialplan.model import FEATURE_ARGUMENT, Argument, Feature, SiteModel, User
+from dialplan.model import FEATURE_ARGUMENT, Argument, Feature, SiteModel, Trunk, User
 from dialplan.numbers import Kind, classify, translate
 from dialplan.restriction import Category, ClassOfRestriction, RestrictionDecision, decide
 from dialplan.schedule import is_open
@@ -213,7 +213,7 @@ def _route(
     if classified.kind is Kind.INVALID:
         return Invalid(dialed, classified.reason)
     if classified.kind is Kind.EMERGENCY:
-        trunk = next((t for t in site.trunks if t.emergency), None)
+        trunk = _trunk(site, emergency=True)
         if trunk is None:
             return Unroutable(dialed, "no trunk carries emergency calls")
         return ToTrunk(trunk.name, classified.number, emergency=True)
@@ -295,7 +295,14 @@ def _outside(site: SiteModel, caller: User | None, dialed: str, number: str) -> 
     verdict = decide(translated, cor, site.restriction, site.numbering.emergency_numbers)
     if not verdict.allowed:
         return Restricted(translated, verdict)
-    if not site.trunks:
-        return Unroutable(dialed, "no trunk")
     emergency = verdict.category is Category.EMERGENCY
-    return ToTrunk(site.trunks[0].name, translated, emergency=emergency)
+    # A number that translates to an emergency number needs a trunk that carries them.
+    trunk = _trunk(site, emergency=emergency)
+    if trunk is None:
+        return Unroutable(dialed, "no trunk carries emergency calls" if emergency else "no trunk")
+    return ToTrunk(trunk.name, translated, emergency=emergency)
+
+
+def _trunk(site: SiteModel, *, emergency: bool) -> Trunk | None:
+    """The first trunk that may carry the call."""
+    return next((t for t in site.trunks if t.emergency or not emergency), None)

@@ -30,10 +30,11 @@ from provisioning.model import Phone, ProvisioningSite
 XML = "application/xml"
 TEXT = "text/plain; charset=utf-8"
 
-_SEP = re.compile(r"^sep([0-9a-f]{12})\.cnf\.xml$")
-_MAC_CFG = re.compile(r"^([0-9a-f]{12})\.cfg$")
-_POLYCOM_PHONE = re.compile(r"^([0-9a-f]{12})" + re.escape(polycom.PHONE_FILE_SUFFIX) + "$")
-_YEALINK_COMMON = re.compile(r"^y0000000000[0-9a-f]{2}\.cfg$")
+# Matched with fullmatch: "$" would also accept a trailing newline.
+_SEP = re.compile(r"sep([0-9a-f]{12})\.cnf\.xml")
+_MAC_CFG = re.compile(r"([0-9a-f]{12})\.cfg")
+_POLYCOM_PHONE = re.compile(r"([0-9a-f]{12})" + re.escape(polycom.PHONE_FILE_SUFFIX))
+_YEALINK_COMMON = re.compile(r"y0000000000[0-9a-f]{2}\.cfg")
 
 _FIXED: dict[str, tuple[Callable[[ProvisioningSite], bytes], str]] = {
     "xmldefault.cnf.xml": (cisco.render_cisco_default, XML),
@@ -47,11 +48,16 @@ def vendor_of(phone: Phone) -> str | None:
     return entry.vendor if entry else None
 
 
+def _name(filename: str) -> str:
+    """A requested file name as we match it: one leading "/" allowed, any case."""
+    return (filename[1:] if filename.startswith("/") else filename).lower()
+
+
 def mac_in_filename(filename: str) -> str | None:
     """The MAC a per-phone file name carries, for recording unassigned devices."""
-    name = filename.lstrip("/").lower()
+    name = _name(filename)
     for pattern in (_SEP, _POLYCOM_PHONE, _MAC_CFG):
-        match = pattern.match(name)
+        match = pattern.fullmatch(name)
         if match and match.group(1) != "000000000000":
             return match.group(1)
     return None
@@ -64,33 +70,33 @@ def file_for(
 
     ``phones_by_mac`` is keyed by normalised MAC (12 lowercase hex digits).
     """
-    name = filename[1:] if filename.startswith("/") else filename
-    name = name.lower()
-    if "/" in name or "\\" in name or len(name) > 64:
+    name = _name(filename)
+    if len(name) > 64:
         return None
     fixed = _FIXED.get(name)
     if fixed is not None:
         render, content_type = fixed
         return render(site), content_type
-    if _YEALINK_COMMON.match(name):
+    if _YEALINK_COMMON.fullmatch(name):
         return yealink.render_yealink_common(site), TEXT
-    match = _SEP.match(name)
+    match = _SEP.fullmatch(name)
     if match:
         phone = phones_by_mac.get(match.group(1))
         if phone is None or vendor_of(phone) != "cisco":
             return None
         return cisco.render_cisco_sep(site, phone), XML
-    match = _POLYCOM_PHONE.match(name)
+    match = _POLYCOM_PHONE.fullmatch(name)
     if match:
         phone = phones_by_mac.get(match.group(1))
         if phone is None or vendor_of(phone) != "polycom":
             return None
         return polycom.render_polycom_mac(site, phone), XML
-    match = _MAC_CFG.match(name)
+    match = _MAC_CFG.fullmatch(name)
     if match:
         phone = phones_by_mac.get(match.group(1))
         vendor = vendor_of(phone) if phone is not None else None
-        if phone is not None and vendor == "yealink":
+        if vendor == "yealink":
+            assert phone is not None
             return yealink.render_yealink_mac(site, phone), TEXT
         if vendor == "polycom":
             return polycom.render_polycom_common(site), XML

@@ -321,3 +321,18 @@ CALLERS = st.sampled_from([None, "101", "102", "104", "107", "109", "999"])
 def test_route_never_raises(caller: str | None, dialed: str, hour: int) -> None:
     now = datetime(2026, 11, 23, tzinfo=UTC).replace(hour=hour % 24, day=23 + hour // 24)
     assert isinstance(route(SITE, caller, dialed, now), DECISION_TYPES)
+
+
+def test_a_number_translated_to_an_emergency_number_takes_an_emergency_trunk() -> None:
+    # "9999" translates to 911: the first trunk cannot carry emergency calls, so the
+    # second must, exactly as for "911" dialled directly.
+    site = replace(
+        SITE,
+        trunks=(Trunk("voip", emergency=False), Trunk("pstn")),
+        numbering=NumberingPlan(translations=(Translation(r"999", "911"), *NANP)),
+    )
+    assert route(site, "102", "9999", OPEN) == ToTrunk("pstn", "911", True)
+    assert route(site, "102", "911", OPEN) == ToTrunk("pstn", "911", True)
+    assert route(site, "101", "92125551234", OPEN) == ToTrunk("voip", "+12125551234")
+    no_emergency = replace(site, trunks=(Trunk("voip", emergency=False),))
+    assert isinstance(route(no_emergency, "102", "9999", OPEN), Unroutable)
