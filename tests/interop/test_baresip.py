@@ -133,6 +133,8 @@ def test_baresip_registers_and_binding_survives_restart(agent_factory, baresip_f
     assert entry["transport"].lower() == "udp"
     contact_before = entry["contact"]
     sent_before = phone.log().count("REGISTER sip:")
+    # Else the check below could not fail: the trace must show the REGISTERs it sent.
+    assert sent_before >= 1, phone.log()
 
     agent.restart()
     after = agent.phones()

@@ -31,8 +31,6 @@ from agent.tftp_service import TftpService
 from provisioning import Line, Phone, ProvisioningSite, file_for, render_cisco_sep
 from provisioning.tftp import Client
 
-pytestmark = pytest.mark.interop
-
 SITE = ProvisioningSite(
     name="Interop Dental",
     time_zone="Europe/Berlin",
