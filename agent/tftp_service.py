@@ -28,6 +28,7 @@ from typing import cast
 
 from provisioning.tftp import (
     Client,
+    FileSource,
     RequestRefused,
     TftpServer,
     TransferCompleted,
@@ -39,8 +40,6 @@ from provisioning.tftp import (
 __all__ = ["FileSource", "TftpService"]
 
 log = logging.getLogger(__name__)
-
-FileSource = Callable[[str, Client], "bytes | None"]
 
 
 def _client(addr: tuple[str | int, ...]) -> Client:
@@ -128,7 +127,6 @@ class TftpService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: _Endpoint | None = None
         self._channels: dict[TransferId, _Channel] = {}
-        self._names: dict[TransferId, str] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._source_errors = 0
@@ -161,7 +159,6 @@ class TftpService:
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
-        self._names.clear()
         self._listener.close()
         self._listener = None
         if openers:
@@ -263,17 +260,16 @@ class TftpService:
 
     def _log_event(self, event: object) -> None:
         if isinstance(event, TransferStarted):
-            self._names[event.tid] = event.filename
             log.debug("tftp transfer started", extra={
                 "client": _fmt(event.client), "file_name": event.filename,
                 "bytes": event.size, "blksize": event.blksize})
         elif isinstance(event, TransferCompleted):
             log.info("tftp transfer completed", extra={
-                "client": _fmt(event.client), "file_name": self._names.pop(event.tid, ""),
+                "client": _fmt(event.client), "file_name": event.filename,
                 "bytes": event.bytes_sent, "duration_ms": round(event.duration * 1000)})
         elif isinstance(event, TransferFailed):
             log.info("tftp transfer failed", extra={
-                "client": _fmt(event.client), "file_name": self._names.pop(event.tid, ""),
+                "client": _fmt(event.client), "file_name": event.filename,
                 "reason": event.reason})
         elif isinstance(event, RequestRefused):
             log.info("tftp request refused", extra={

@@ -66,7 +66,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import NamedTuple, NewType
 
@@ -299,6 +299,7 @@ class TransferCompleted:
     client: Client
     bytes_sent: int
     duration: float
+    filename: str = field(default="", compare=False)  # for the access log
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +307,7 @@ class TransferFailed:
     tid: TransferId
     client: Client
     reason: str
+    filename: str = field(default="", compare=False)  # for the access log
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,7 +500,7 @@ class TftpServer:
             if t is None or t.timer_seq != seq:
                 continue
             if t.retries >= self.max_retries:
-                self._finish(t, TransferFailed(t.tid, t.client, "timeout"))
+                self._finish(t, TransferFailed(t.tid, t.client, "timeout", t.filename))
                 continue
             t.retries += 1
             self._stats.retransmits += 1
@@ -526,7 +528,8 @@ class TftpServer:
             if old.request == bytes(data):
                 self._stats.duplicate_requests += 1
                 return existing
-            self._finish(old, TransferFailed(old.tid, old.client, "superseded by a new request"))
+            superseded = "superseded by a new request"
+            self._finish(old, TransferFailed(old.tid, old.client, superseded, old.filename))
         if isinstance(packet, WriteRequest):
             self._refuse(client, packet.filename, ErrorCode.ACCESS_VIOLATION, "read-only server")
             return None
@@ -552,7 +555,7 @@ class TftpServer:
             return
         if isinstance(packet, ErrorPacket):
             reason = f"client error {packet.code}: {packet.message}"
-            self._finish(t, TransferFailed(t.tid, t.client, reason))
+            self._finish(t, TransferFailed(t.tid, t.client, reason, t.filename))
             return
         if not isinstance(packet, Ack):
             self._stats.ignored += 1
@@ -562,8 +565,8 @@ class TftpServer:
             self._stats.duplicate_acks += 1
             return
         if t.block == t.final_block:
-            duration = now - t.started
-            self._finish(t, TransferCompleted(t.tid, t.client, len(t.content), duration))
+            done = TransferCompleted(t.tid, t.client, len(t.content), now - t.started, t.filename)
+            self._finish(t, done)
             return
         t.retries = 0
         self._send_block(t, t.block + 1, now)
@@ -572,7 +575,7 @@ class TftpServer:
         """Drop a transfer (shutdown, socket failure): emits TransferFailed."""
         t = self._transfers.get(tid)
         if t is not None:
-            self._finish(t, TransferFailed(t.tid, t.client, reason))
+            self._finish(t, TransferFailed(t.tid, t.client, reason, t.filename))
 
     # -- internals --------------------------------------------------------------------------
     def _start(self, rrq: ReadRequest, raw: bytes, client: Client,
