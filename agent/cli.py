@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.control import AgentNotRunning, ControlClient, ControlError
-from agent.listen import ListenError, ListenSpec, parse_listen
+from agent.listen import ListenError, ListenSpec, hostport, parse_listen
 from agent.paths import default_state_dir
 from agent.site import Site, SiteError, load_site, site_fingerprint, site_json_schema
 from agent.version import version
@@ -160,10 +160,7 @@ def _listener_text(item: Any) -> str:
         transport = item.get("transport", "?")
         if "address" in item:
             return f"{transport}:{item['address']}"
-        host = str(item.get("host", "?"))
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{transport}:{host}:{item.get('port', '?')}"
+        return f"{transport}:{hostport(str(item.get('host', '?')), item.get('port', '?'))}"
     return str(item)
 
 
@@ -235,10 +232,7 @@ def phone_row(entry: dict[str, Any], now: float) -> tuple[str, ...]:
     user = entry.get("user") or entry.get("aor") or "?"
     source = entry.get("source")
     if not source:
-        host = str(entry.get("source_host") or "?")
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        source = f"{host}:{entry.get('source_port', '?')}"
+        source = hostport(str(entry.get("source_host") or "?"), entry.get("source_port", "?"))
     transport = entry.get("transport") or entry.get("source_transport") or "?"
     expires_in = entry.get("expires_in")
     if expires_in is None and isinstance(entry.get("expires_at"), int | float):

@@ -32,6 +32,8 @@ __all__ = [
     "phone_entry",
 ]
 
+from agent.listen import hostport
+
 log = logging.getLogger(__name__)
 
 CONTROL_SOCKET: Final = "control.sock"
@@ -76,12 +78,11 @@ def phone_entry(row: Any, now: float, *, user_name: str | None = None) -> dict[s
     user_agent, expires_at, expires_in (whole seconds), instance_id, reg_id, q.
     """
     host = str(row.source_host)
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     entry: dict[str, Any] = {
         "user": row.aor,
         "aor": row.aor,
         "contact": row.contact,
-        "source": f"{shown}:{row.source_port}",
+        "source": hostport(host, row.source_port),
         "source_transport": row.source_transport,
         "source_host": host,
         "source_port": row.source_port,

@@ -19,6 +19,13 @@ class ListenError(ValueError):
     """A listen specification that cannot be used; the message says why."""
 
 
+def hostport(host: str, port: int | str) -> str:
+    """``host:port``, an IPv6 host in brackets (added only if not there already)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class ListenSpec:
     """Where to listen. ``host`` is bare (IPv6 without brackets), ready for ``bind()``."""
@@ -34,8 +41,7 @@ class ListenSpec:
     @property
     def hostport(self) -> str:
         """``host:port`` with IPv6 in brackets, as it appears in a URI or Via."""
-        host = f"[{self.host}]" if self.is_ipv6 else self.host
-        return f"{host}:{self.port}"
+        return hostport(self.host, self.port)
 
     def __str__(self) -> str:
         return f"{self.transport}:{self.hostport}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
-import inspect
 import logging
 import os
 import signal
@@ -51,7 +50,7 @@ class SipServiceLike(Protocol):
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-    def apply_site(self, site: Site) -> Any: ...
+    def apply_site(self, site: Site) -> None: ...
     def status(self) -> dict[str, Any]: ...
     def phones(self) -> list[dict[str, Any]]: ...
 
@@ -148,10 +147,8 @@ class Agent:
         svc_status: dict[str, Any] = {}
         if self.service is not None:
             svc_status = dict(self.service.status())
-        out: dict[str, Any] = {
-            "listeners": [str(spec) for spec in self.listens],
-            "users": len(self.site.users),
-        }
+        # Listeners come from the service, which knows the ports it really bound.
+        out: dict[str, Any] = {"users": len(self.site.users)}
         out.update(svc_status)
         out.update({
             "version": version(),
@@ -377,9 +374,7 @@ class Agent:
             return True
         if self.service is not None:
             try:
-                result = self.service.apply_site(new_site)
-                if inspect.isawaitable(result):
-                    await result
+                self.service.apply_site(new_site)
             except Exception as exc:
                 log.exception("the SIP service refused the new site; keeping the running "
                               "configuration", extra={"error": str(exc)})

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.listen import ListenSpec
+from agent.listen import ListenSpec, hostport
 from agent.site import Site
 from agent.store import BindingRow, DeleteBinding, Store, UpsertBinding
 from agent.version import version
@@ -212,7 +212,7 @@ class SipService:
         for spec in self.listens:
             bound = await self._open(spec)
             self.listeners.append(Listener(spec, bound))
-            log.info("listening", extra={"transport": spec.transport, "address": _hostport(*bound)})
+            log.info("listening", extra={"transport": spec.transport, "address": hostport(*bound)})
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def _open(self, spec: ListenSpec) -> tuple[str, int]:
@@ -325,7 +325,7 @@ class SipService:
         bindings = self.registrar.all_bindings(time.time())
         return {
             "listeners": [
-                {"transport": lis.spec.transport, "address": _hostport(*lis.bound)}
+                {"transport": lis.spec.transport, "address": hostport(*lis.bound)}
                 for lis in self.listeners
             ],
             "users": len(self.site.users),
@@ -350,7 +350,7 @@ class SipService:
                 "extension": user.extension if user else None,
                 "name": user.name if user else None,
                 "contact": b.contact,
-                "source": _hostport(b.source.host, b.source.port),
+                "source": hostport(b.source.host, b.source.port),
                 "transport": b.source.transport,
                 "user_agent": b.user_agent,
                 "expires_in": max(0, int(b.expires_at - now)),
@@ -372,6 +372,3 @@ def _enlarge_buffers(udp: UdpEndpoint) -> None:
         except OSError:
             log.debug("could not enlarge socket buffer")
 
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
+from agent.listen import hostport
 from provisioning.tftp import (
     Client,
     FileSource,
@@ -45,11 +46,6 @@ log = logging.getLogger(__name__)
 def _client(addr: tuple[str | int, ...]) -> Client:
     """asyncio gives IPv6 peers as (host, port, flowinfo, scope_id): keep (host, port)."""
     return str(addr[0]), int(addr[1])
-
-
-def _fmt(client: Client) -> str:
-    host, port = client
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -145,7 +141,7 @@ class TftpService:
         self._listener = endpoint
         assert endpoint.transport is not None
         self.local = _client(endpoint.transport.get_extra_info("sockname"))
-        log.info("tftp listening", extra={"address": _fmt(self.local)})
+        log.info("tftp listening", extra={"address": hostport(*self.local)})
 
     async def stop(self) -> None:
         """Abort live transfers (logged as failed), close every socket, stop the timer."""
@@ -163,7 +159,7 @@ class TftpService:
         self._listener = None
         if openers:
             await asyncio.gather(*openers, return_exceptions=True)
-        log.info("tftp stopped", extra={"address": _fmt(self.local)})
+        log.info("tftp stopped", extra={"address": hostport(*self.local)})
 
     def stats(self) -> dict[str, int]:
         """The core's counters plus the adapter's: open sockets and file source errors."""
@@ -184,7 +180,7 @@ class TftpService:
         except Exception:
             self._source_errors += 1
             log.exception("tftp file source failed",
-                          extra={"client": _fmt(client), "file_name": filename})
+                          extra={"client": hostport(*client), "file_name": filename})
             return None
 
     def _on_request(self, data: bytes, client: Client) -> None:
@@ -261,19 +257,19 @@ class TftpService:
     def _log_event(self, event: object) -> None:
         if isinstance(event, TransferStarted):
             log.debug("tftp transfer started", extra={
-                "client": _fmt(event.client), "file_name": event.filename,
+                "client": hostport(*event.client), "file_name": event.filename,
                 "bytes": event.size, "blksize": event.blksize})
         elif isinstance(event, TransferCompleted):
             log.info("tftp transfer completed", extra={
-                "client": _fmt(event.client), "file_name": event.filename,
+                "client": hostport(*event.client), "file_name": event.filename,
                 "bytes": event.bytes_sent, "duration_ms": round(event.duration * 1000)})
         elif isinstance(event, TransferFailed):
             log.info("tftp transfer failed", extra={
-                "client": _fmt(event.client), "file_name": event.filename,
+                "client": hostport(*event.client), "file_name": event.filename,
                 "reason": event.reason})
         elif isinstance(event, RequestRefused):
             log.info("tftp request refused", extra={
-                "client": _fmt(event.client), "file_name": event.filename,
+                "client": hostport(*event.client), "file_name": event.filename,
                 "code": event.code, "reason": event.message})
 
     def _rearm(self) -> None:
