@@ -98,6 +98,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
+from sipstack.grammar import quote
+
 __all__ = [
     "SUPPORTED_ALGORITHMS",
     "DigestChallenge",
@@ -223,17 +225,30 @@ def compute_response(
     ``ha1`` is the base HA1 (see :func:`ha1`); the ``-sess`` step is applied here.
     """
     alg = _alg_or_raise(algorithm)
+    if alg.sess and cnonce is None:
+        raise DigestError("-sess algorithms need a cnonce")
+    if qop is not None and (nc is None or cnonce is None):
+        raise DigestError("qop needs nc and cnonce")
+    return _response(alg, ha1.lower(), method, uri, nonce, qop, nc, cnonce)
+
+
+def _response(  # noqa: PLR0917 - the RFC's formula, argument for argument
+    alg: _Alg,
+    key: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None,
+    nc: str | None,
+    cnonce: str | None,
+) -> str:
+    """RFC 7616 §3.4.1 from a lower-case hex HA1; the one formula client and server share."""
     h = alg.new
-    key = ha1.lower()
     if alg.sess:
-        if cnonce is None:
-            raise DigestError("-sess algorithms need a cnonce")
         key = h(_enc(f"{key}:{nonce}:{cnonce}")).hexdigest()
     ha2 = h(_enc(f"{method}:{uri}")).hexdigest()
     if qop is None:
         return h(_enc(f"{key}:{nonce}:{ha2}")).hexdigest()
-    if nc is None or cnonce is None:
-        raise DigestError("qop needs nc and cnonce")
     return h(_enc(f"{key}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")).hexdigest()
 
 
@@ -409,7 +424,7 @@ def parse_challenge(header_value: str) -> DigestChallenge | None:
 def _quote(value: str) -> str:
     if _CTL_RE.search(value):
         raise DigestError("control character in a digest parameter")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quote(value)
 
 
 # --------------------------------------------------------------------------- server
@@ -641,14 +656,7 @@ class DigestServer:
         key = _normalise_ha1(dummy if stored is None else stored, alg.hexlen)
         if key is None:  # stored HA1 in a wrong format: treat as unknown
             key, known = dummy, False
-        h = alg.new
-        if alg.sess:
-            key = h(_enc(f"{key}:{nonce}:{cnonce}")).hexdigest()
-        ha2 = h(_enc(f"{method}:{creds.uri}")).hexdigest()
-        if qop is None:
-            expected = h(_enc(f"{key}:{nonce}:{ha2}")).hexdigest()
-        else:
-            expected = h(_enc(f"{key}:{nonce}:{creds.nc}:{cnonce}:{qop}:{ha2}")).hexdigest()
+        expected = _response(alg, key, method, creds.uri, nonce, qop, creds.nc, cnonce)
         given = creds.response.lower()
         if not given.isascii():
             given = ""
