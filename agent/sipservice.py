@@ -336,6 +336,7 @@ class SipService:
             "dropped": stats.dropped,
             "auth_failures": self.registration.failures,
             "store_errors": self.store_errors,
+            "connections_refused": sum(server.refused for server in self._streams.values()),
             "requests": dict(stats.by_method),
         }
 

@@ -34,10 +34,6 @@ FEATURE_SPEED_DIAL = "21"
 FEATURE_BLF = "22"
 
 
-def sep_filename(mac: str) -> str:
-    return f"SEP{mac.upper()}.cnf.xml"
-
-
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
     element = ET.SubElement(parent, tag, attrs)
     if text is not None:

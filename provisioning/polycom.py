@@ -32,10 +32,6 @@ PHONE_FILE_SUFFIX = "-edgepbx.cfg"
 _TRANSPORT = {"udp": "UDPOnly", "tcp": "TCPOnly", "tls": "TLS"}
 
 
-def phone_filename(mac: str) -> str:
-    return f"{mac}{PHONE_FILE_SUFFIX}"
-
-
 def _serialise(root: ET.Element) -> bytes:
     ET.indent(root, space="  ")
     data: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True)

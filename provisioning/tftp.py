@@ -380,7 +380,6 @@ class _Transfer:
         "block",
         "client",
         "content",
-        "deadline",
         "filename",
         "final_block",
         "last_packet",
@@ -406,7 +405,6 @@ class _Transfer:
         self.final_block = len(content) // blksize + 1
         self.last_packet = b""
         self.retries = 0
-        self.deadline = 0.0
         self.timer_seq = 0
 
 
@@ -659,14 +657,13 @@ class TftpServer:
     def _arm(self, t: _Transfer, now: float) -> None:
         self._seq += 1
         t.timer_seq = self._seq
-        t.deadline = now + t.timeout
         heap = self._heap
         if len(heap) > 2 * len(self._transfers) + 64:  # mostly stale: compact
             live = self._transfers
             heap[:] = [e for e in heap if (x := live.get(e[2])) is not None
                        and x.timer_seq == e[1]]
             heapq.heapify(heap)
-        heapq.heappush(heap, (t.deadline, self._seq, t.tid))
+        heapq.heappush(heap, (now + t.timeout, self._seq, t.tid))
 
     def _finish(self, t: _Transfer, event: TransferCompleted | TransferFailed) -> None:
         del self._transfers[t.tid]

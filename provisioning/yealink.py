@@ -21,7 +21,6 @@ from provisioning.model import Phone, ProvisioningSite
 from provisioning.timezones import observes_dst, yealink_zone
 
 HEADER = "#!version:1.0.0.1"
-COMMON_FILENAME = "y000000000000.cfg"
 _TRANSPORT_CODE = {"udp": "0", "tcp": "1", "tls": "2"}
 LINEKEY_LINE = "15"
 LINEKEY_SPEED_DIAL = "13"

@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 DTMF_EVENTS = "0123456789*#ABCD"
-FLASH_EVENT = 16
 _EVENT = struct.Struct("!BBH")
 
 

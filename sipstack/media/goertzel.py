@@ -43,12 +43,10 @@ class DtmfDetector:
         "_cur",
         "_hits",
         "_misses",
-        "block_size",
         "min_hits",
     )
 
     def __init__(self, min_duration_ms: float = 40.0) -> None:
-        self.block_size = BLOCK
         self.min_hits = max(1, round(min_duration_ms * SAMPLE_RATE / 1000.0 / BLOCK))
         self._buf: array[int] = array("h")
         self._cur: str | None = None

@@ -25,7 +25,6 @@ _EXT_HEADER = struct.Struct("!HH")
 _CSRC = [struct.Struct("!" + "I" * n) for n in range(16)]
 
 SEQ_MOD = 1 << 16
-TS_MOD = 1 << 32
 
 
 class RtpParseError(ValueError):

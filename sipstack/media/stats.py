@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .rtcp import ReportBlock, SenderReport, ntp_from_unix, ntp_middle32
+from .rtp import SEQ_MOD
 
 __all__ = ["MediaSummary", "ReceiverStats", "SenderStats", "rtt_from_report"]
 
-RTP_SEQ_MOD = 1 << 16
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 
@@ -67,7 +67,7 @@ class ReceiverStats:
         self.cycles = 0
         self.received = 0
         self.bytes_received = 0
-        self._bad_seq = RTP_SEQ_MOD + 1
+        self._bad_seq = SEQ_MOD + 1
         self._received_prior = 0
         self._expected_prior = 0
         self._probation = max(0, min_sequential)
@@ -84,7 +84,7 @@ class ReceiverStats:
     def _init_seq(self, seq: int) -> None:
         self.base_seq = seq
         self.max_seq = seq
-        self._bad_seq = RTP_SEQ_MOD + 1
+        self._bad_seq = SEQ_MOD + 1
         self.cycles = 0
         self.received = 0
         self._received_prior = 0
@@ -112,9 +112,9 @@ class ReceiverStats:
             return False
         if udelta < MAX_DROPOUT:
             if seq < self.max_seq:
-                self.cycles += RTP_SEQ_MOD
+                self.cycles += SEQ_MOD
             self.max_seq = seq
-        elif udelta <= RTP_SEQ_MOD - MAX_MISORDER:
+        elif udelta <= SEQ_MOD - MAX_MISORDER:
             if seq == self._bad_seq:
                 self._init_seq(seq)  # two sequential packets: the source restarted
             else:

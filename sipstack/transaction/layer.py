@@ -119,7 +119,6 @@ class _Tx:
         "machine",
         "out",
         "peer",
-        "reliable",
         "request",
         "resp_tag",
         "slot0",
@@ -132,7 +131,6 @@ class _Tx:
         self.machine = machine
         self.state = State.TERMINATED  # set from machine.start by _apply
         self.peer = peer
-        self.reliable = peer.reliable
         self.out: bytes | None = None  # client: the request; server: the last response
         self.request: Request | None = None  # ICT: for the ACK; IST: for the 100 Trying
         self.ack: bytes | None = None
@@ -553,8 +551,8 @@ class TransactionLayer:
         """Arm ``timer`` (replacing its slot); ``interval`` for retransmission timers,
         which are never armed on reliable transports."""
         if interval is None:
-            duration = self._fixed[tx.reliable][timer]
-        elif tx.reliable:
+            duration = self._fixed[tx.peer.reliable][timer]
+        elif tx.peer.reliable:
             return
         else:
             duration = interval
