@@ -207,15 +207,19 @@ def _done(state: State, *actions: Action) -> Result:
     return Result(replace(state, phase=Phase.DONE), actions)
 
 
+def _goodbye(state: State) -> Result:
+    return _done(state, Play((GOODBYE,)), Hangup())
+
+
 def _transfer(state: State, target: Target) -> Result:
     if target.kind is TargetKind.HANGUP:
-        return _done(state, Play((GOODBYE,)), Hangup())
+        return _goodbye(state)
     return _done(state, Transfer(target))
 
 
 def _operator(att: Attendant, state: State) -> Result:
     if att.operator is None:
-        return _done(state, Play((GOODBYE,)), Hangup())
+        return _goodbye(state)
     return _done(state, Play((PLEASE_HOLD,)), Transfer(att.operator))
 
 

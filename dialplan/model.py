@@ -191,7 +191,8 @@ class SiteModel:
             if not is_extension_shape(user.extension, self.numbering):
                 raise ValueError(f"extension {user.extension!r} is not 3-5 digits without 0")
         for group in self.hunt_groups:
-            if not (group.pilot.isdigit() and len(group.pilot) == HUNT_PILOT_LENGTH):
+            if not (group.pilot.isascii() and group.pilot.isdigit()
+                    and len(group.pilot) == HUNT_PILOT_LENGTH):
                 raise ValueError(f"hunt pilot {group.pilot!r} is not 4 digits")
         schedules = {s.name: s for s in self.schedules}
         for night in self.night_services:

@@ -98,7 +98,7 @@ def decide(
     number: str,
     cor: ClassOfRestriction,
     rules: RestrictionRules,
-    emergency: tuple[str, ...] = ("911", "112"),
+    emergency: tuple[str, ...],
 ) -> RestrictionDecision:
     """May a user of class `cor` call `number`? Emergency numbers: always yes."""
     category = categorize(number, rules, emergency)

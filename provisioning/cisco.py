@@ -41,7 +41,7 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
-def _serialise(root: ET.Element) -> bytes:
+def serialise_xml(root: ET.Element) -> bytes:
     ET.indent(root, space="  ")
     data: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
     return data + b"\n"
@@ -113,7 +113,7 @@ def render_cisco_sep(site: ProvisioningSite, phone: Phone) -> bytes:
         _sub(element, "proxy", "USECALLMANAGER")
         _sub(element, "port", str(site.sip_port))
         _sub(element, "name", line.extension)
-        _sub(element, "displayName", line.display_name or line.extension)
+        _sub(element, "displayName", line.shown_name)
         _sub(_sub(element, "autoAnswer"), "autoAnswerEnabled", "2")
         _sub(element, "callWaiting", "3")
         _sub(element, "authName", line.auth_username)
@@ -129,13 +129,13 @@ def render_cisco_sep(site: ProvisioningSite, phone: Phone) -> bytes:
         button += 1
         element = _sub(lines, "line", button=str(button))
         _sub(element, "featureID", FEATURE_SPEED_DIAL)
-        _sub(element, "featureLabel", speed.label or speed.number)
+        _sub(element, "featureLabel", speed.shown_label)
         _sub(element, "speedDialNumber", speed.number)
     for blf in phone.blf:
         button += 1
         element = _sub(lines, "line", button=str(button))
         _sub(element, "featureID", FEATURE_BLF)
-        _sub(element, "featureLabel", blf.label or blf.extension)
+        _sub(element, "featureLabel", blf.shown_label)
         _sub(element, "speedDialNumber", blf.extension)
     _tail(site, device, profile)
     vendor = _sub(device, "vendorConfig")
@@ -147,7 +147,7 @@ def render_cisco_sep(site: ProvisioningSite, phone: Phone) -> bytes:
         _sub(listen, "address", group.address)
         _sub(listen, "port", str(group.port))
     _transport(device, site)
-    return _serialise(device)
+    return serialise_xml(device)
 
 
 def render_cisco_default(site: ProvisioningSite) -> bytes:
@@ -157,7 +157,7 @@ def render_cisco_default(site: ProvisioningSite) -> bytes:
     _tail(site, device, profile)
     _sub(_sub(device, "vendorConfig"), "webAccess", "1")
     _transport(device, site)
-    return _serialise(device)
+    return serialise_xml(device)
 
 
 def render_cisco_dialplan(site: ProvisioningSite) -> bytes:
@@ -176,4 +176,4 @@ def render_cisco_dialplan(site: ProvisioningSite) -> bytes:
         wildcard = "*" in pattern.replace("\\*", "")
         _sub(root, "TEMPLATE", MATCH=pattern, Timeout="3" if wildcard else "0", User="Phone")
     _sub(root, "TEMPLATE", MATCH="*", Timeout="5", User="Phone")
-    return _serialise(root)
+    return serialise_xml(root)

@@ -24,7 +24,7 @@ _MAC_FORMS = (
     re.compile(r"^[0-9a-f]{4}(\.[0-9a-f]{4}){2}$"),
     re.compile(r"^[0-9a-f]{12}$"),
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _DIALABLE = re.compile(r"^[0-9*#+]{1,32}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
@@ -53,7 +53,7 @@ def check_text(what: str, value: str, *, max_len: int = 64, allow_empty: bool = 
         raise ValueError(f"{what} must be text, not {type(value).__name__}")
     if not value and not allow_empty:
         raise ValueError(f"{what} must not be empty")
-    if _CONTROL.search(value):
+    if CONTROL_CHARS.search(value):
         raise ValueError(f"{what} {value!r} must not contain control characters or newlines")
     if len(value) > max_len:
         raise ValueError(f"{what} is longer than {max_len} characters")
@@ -115,6 +115,11 @@ class Line:
         """The key label: the label, else the display name, else the extension."""
         return self.label or self.display_name or self.extension
 
+    @property
+    def shown_name(self) -> str:
+        """The caller name shown: the display name, else the extension."""
+        return self.display_name or self.extension
+
 
 @dataclass(frozen=True)
 class SpeedDial:
@@ -124,6 +129,10 @@ class SpeedDial:
     def __post_init__(self) -> None:
         check_text("speed dial label", self.label, max_len=32)
         check_dialable("speed dial number", self.number)
+
+    @property
+    def shown_label(self) -> str:
+        return self.label or self.number
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,10 @@ class Blf:
     def __post_init__(self) -> None:
         check_text("BLF label", self.label, max_len=32)
         check_dialable("BLF extension", self.extension)
+
+    @property
+    def shown_label(self) -> str:
+        return self.label or self.extension
 
 
 @dataclass(frozen=True)
@@ -185,9 +198,7 @@ class ProvisioningSite:
             ZoneInfo(self.time_zone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA time zone {self.time_zone!r}") from None
-        for what, host in (("SIP server host", self.sip_host), ("NTP server", self.ntp_server)):
-            if host == "" and what == "NTP server":
-                continue
+        for what, host in (("SIP server host", self.sip_host), ("NTP server", self.ntp)):
             if not _HOST.match(host):
                 raise ValueError(f"{what} {host!r} is not a host name or IP address")
         if self.transport not in TRANSPORTS:

@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from provisioning.cisco import serialise_xml
 from provisioning.model import Phone, ProvisioningSite
 from provisioning.timezones import observes_dst, standard_offset
 
 COMMON_FILENAME = "000000000000.cfg"
 PHONE_FILE_SUFFIX = "-edgepbx.cfg"
 _TRANSPORT = {"udp": "UDPOnly", "tcp": "TCPOnly", "tls": "TLS"}
-
-
-def _serialise(root: ET.Element) -> bytes:
-    ET.indent(root, space="  ")
-    data: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
-    return data + b"\n"
 
 
 def render_polycom_mac(site: ProvisioningSite, phone: Phone) -> bytes:
@@ -49,7 +44,7 @@ def render_polycom_mac(site: ProvisioningSite, phone: Phone) -> bytes:
         reg.set(f"{prefix}.auth.userId", line.auth_username)
         reg.set(f"{prefix}.auth.password", line.auth_password)
         reg.set(f"{prefix}.label", line.shown_label)
-        reg.set(f"{prefix}.displayName", line.display_name or line.extension)
+        reg.set(f"{prefix}.displayName", line.shown_name)
         reg.set(f"{prefix}.type", "shared" if line.shared else "private")
         reg.set(f"{prefix}.lineKeys", "1")
         reg.set(f"{prefix}.server.1.address", site.sip_host)
@@ -59,8 +54,8 @@ def render_polycom_mac(site: ProvisioningSite, phone: Phone) -> bytes:
         msg.set(f"msg.mwi.{n}.callBackMode", "contact")
         msg.set(f"msg.mwi.{n}.callBack", site.voicemail_pilot)
     attendant = ET.SubElement(root, "attendant")
-    entries = [(b.extension, b.label or b.extension, "normal") for b in phone.blf]
-    entries += [(s.number, s.label or s.number, "automata") for s in phone.speed_dials]
+    entries = [(b.extension, b.shown_label, "normal") for b in phone.blf]
+    entries += [(s.number, s.shown_label, "automata") for s in phone.speed_dials]
     for n, (address, label, kind) in enumerate(entries, start=1):
         attendant.set(f"attendant.resourceList.{n}.address", address)
         attendant.set(f"attendant.resourceList.{n}.label", label)
@@ -84,7 +79,7 @@ def render_polycom_mac(site: ProvisioningSite, phone: Phone) -> bytes:
     sntp.set("tcpIpApp.sntp.address.overrideDHCP", "1")
     sntp.set("tcpIpApp.sntp.gmtOffset", str(int(standard_offset(site.time_zone).total_seconds())))
     sntp.set("tcpIpApp.sntp.daylightSavings.enable", "1" if observes_dst(site.time_zone) else "0")
-    return _serialise(root)
+    return serialise_xml(root)
 
 
 def render_polycom_common(site: ProvisioningSite) -> bytes:
@@ -99,4 +94,4 @@ def render_polycom_common(site: ProvisioningSite) -> bytes:
     for name in ("MISC_FILES", "LOG_FILE_DIRECTORY", "OVERRIDES_DIRECTORY",
                  "CONTACTS_DIRECTORY", "LICENSE_DIRECTORY"):
         root.set(name, "")
-    return _serialise(root)
+    return serialise_xml(root)

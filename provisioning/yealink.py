@@ -15,9 +15,7 @@ rendered). Time zone names are approximate (see ``timezones``).
 
 from __future__ import annotations
 
-import re
-
-from provisioning.model import Phone, ProvisioningSite
+from provisioning.model import CONTROL_CHARS, Phone, ProvisioningSite
 from provisioning.timezones import observes_dst, yealink_zone
 
 HEADER = "#!version:1.0.0.1"
@@ -25,11 +23,10 @@ _TRANSPORT_CODE = {"udp": "0", "tcp": "1", "tls": "2"}
 LINEKEY_LINE = "15"
 LINEKEY_SPEED_DIAL = "13"
 LINEKEY_BLF = "16"
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _line(key: str, value: str) -> str:
-    if _UNSAFE.search(value) or _UNSAFE.search(key):
+    if CONTROL_CHARS.search(value) or CONTROL_CHARS.search(key):
         raise ValueError(f"Yealink value for {key} contains a control character or newline")
     return f"{key} = {value}"
 
@@ -46,7 +43,7 @@ def render_yealink_mac(site: ProvisioningSite, phone: Phone) -> bytes:
         out += [
             _line(f"{account}.enable", "1"),
             _line(f"{account}.label", line.shown_label),
-            _line(f"{account}.display_name", line.display_name or line.extension),
+            _line(f"{account}.display_name", line.shown_name),
             _line(f"{account}.auth_name", line.auth_username),
             _line(f"{account}.user_name", line.extension),
             _line(f"{account}.password", line.auth_password),
@@ -73,7 +70,7 @@ def render_yealink_mac(site: ProvisioningSite, phone: Phone) -> bytes:
             _line(f"linekey.{key}.type", LINEKEY_SPEED_DIAL),
             _line(f"linekey.{key}.line", "1"),
             _line(f"linekey.{key}.value", speed.number),
-            _line(f"linekey.{key}.label", speed.label or speed.number),
+            _line(f"linekey.{key}.label", speed.shown_label),
         ]
     for blf in phone.blf:
         key += 1
@@ -81,7 +78,7 @@ def render_yealink_mac(site: ProvisioningSite, phone: Phone) -> bytes:
             _line(f"linekey.{key}.type", LINEKEY_BLF),
             _line(f"linekey.{key}.line", "1"),
             _line(f"linekey.{key}.value", blf.extension),
-            _line(f"linekey.{key}.label", blf.label or blf.extension),
+            _line(f"linekey.{key}.label", blf.shown_label),
         ]
     for n, group in enumerate(site.phone_paging(phone), start=1):
         out += [
