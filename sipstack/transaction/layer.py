@@ -121,8 +121,7 @@ class _Tx:
         "peer",
         "request",
         "resp_tag",
-        "slot0",
-        "slot1",
+        "slots",
         "state",
     )
 
@@ -139,8 +138,8 @@ class _Tx:
         self.idx2xx: _AckKey | None = None
         self.acked = False
         self.interval = 0.0
-        self.slot0 = 0
-        self.slot1 = 0
+        # Per timer slot, the sequence number of its live heap entry (0: none armed).
+        self.slots = [0, 0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +264,7 @@ class TransactionLayer:
         heap = self._heap
         while heap:
             _deadline, seq, tx, timer = heap[0]
-            if (tx.slot0 if TIMER_SLOT[timer] == 0 else tx.slot1) == seq:
+            if tx.slots[TIMER_SLOT[timer]] == seq:
                 return heap[0][0]
             heapq.heappop(heap)
             self._stale -= 1
@@ -276,16 +275,11 @@ class TransactionLayer:
         heap = self._heap
         while heap and heap[0][0] <= now:
             _deadline, seq, tx, timer = heapq.heappop(heap)
-            if TIMER_SLOT[timer] == 0:
-                if tx.slot0 != seq:
-                    self._stale -= 1
-                    continue
-                tx.slot0 = 0
-            else:
-                if tx.slot1 != seq:
-                    self._stale -= 1
-                    continue
-                tx.slot1 = 0
+            slot = TIMER_SLOT[timer]
+            if tx.slots[slot] != seq:
+                self._stale -= 1
+                continue
+            tx.slots[slot] = 0
             self._step(tx, timer, now)
 
     # -- network input ------------------------------------------------------------------
@@ -563,21 +557,13 @@ class TransactionLayer:
             return
         self._seq += 1
         seq = self._seq
-        if slot == 0:
-            tx.slot0 = seq
-        else:
-            tx.slot1 = seq
+        tx.slots[slot] = seq
         heapq.heappush(self._heap, (now + duration, seq, tx, timer))
 
     def _cancel_slot(self, tx: _Tx, slot: int) -> None:
-        if slot == 0:
-            if not tx.slot0:
-                return
-            tx.slot0 = 0
-        else:
-            if not tx.slot1:
-                return
-            tx.slot1 = 0
+        if not tx.slots[slot]:
+            return
+        tx.slots[slot] = 0
         self._stale += 1
         if self._stale > _COMPACT_AT and self._stale * 2 > len(self._heap):
             self._compact()
@@ -585,7 +571,7 @@ class TransactionLayer:
     def _compact(self) -> None:
         self._heap = [
             e for e in self._heap
-            if (e[2].slot0 if TIMER_SLOT[e[3]] == 0 else e[2].slot1) == e[1]
+            if e[2].slots[TIMER_SLOT[e[3]]] == e[1]
         ]
         heapq.heapify(self._heap)
         self._stale = 0
@@ -675,37 +661,38 @@ class TransactionLayer:
         tx.acked = True
         tx.out = None  # Accepted absorbs INVITE retransmissions: the 2xx is not needed
 
-    def _a_start_a(self, tx: _Tx, now: float, ctx: _Ctx) -> None:
-        tx.interval = self._cfg.timers.t1
-        self._arm(tx, Input.TIMER_A, now, tx.interval)
-
-    def _a_backoff_a(self, tx: _Tx, now: float, ctx: _Ctx) -> None:
-        tx.interval *= 2  # no T2 cap for INVITE requests (§17.1.1.2)
-        self._arm(tx, Input.TIMER_A, now, tx.interval)
-
-    def _a_start_e(self, tx: _Tx, now: float, ctx: _Ctx) -> None:
-        tx.interval = self._cfg.timers.t1
-        self._arm(tx, Input.TIMER_E, now, tx.interval)
-
-    def _a_backoff_e(self, tx: _Tx, now: float, ctx: _Ctx) -> None:
-        tx.interval = min(tx.interval * 2, self._cfg.timers.t2)
-        self._arm(tx, Input.TIMER_E, now, tx.interval)
-
     def _a_reset_e_t2(self, tx: _Tx, now: float, ctx: _Ctx) -> None:
         tx.interval = self._cfg.timers.t2
         self._arm(tx, Input.TIMER_E, now, tx.interval)
 
-    def _a_start_g(self, tx: _Tx, now: float, ctx: _Ctx) -> None:
-        tx.interval = self._cfg.timers.t1
-        self._arm(tx, Input.TIMER_G, now, tx.interval)
-
     def _a_start_g_2xx(self, tx: _Tx, now: float, ctx: _Ctx) -> None:
         if self._cfg.retransmit_2xx:
-            self._a_start_g(tx, now, ctx)
+            _START_G(self, tx, now, ctx)
 
-    def _a_backoff_g(self, tx: _Tx, now: float, ctx: _Ctx) -> None:
-        tx.interval = min(tx.interval * 2, self._cfg.timers.t2)
-        self._arm(tx, Input.TIMER_G, now, tx.interval)
+
+def _retransmit_start(timer: Input) -> _Handler:
+    """Timers A, E and G start at T1 (§17.1.1.2, §17.1.2.2, §17.2.1)."""
+
+    def start(layer: TransactionLayer, tx: _Tx, now: float, ctx: _Ctx) -> None:
+        tx.interval = layer._cfg.timers.t1
+        layer._arm(tx, timer, now, tx.interval)
+
+    return start
+
+
+def _retransmit_backoff(timer: Input, *, capped: bool) -> _Handler:
+    """The interval doubles; E and G stop growing at T2, A does not (§17.1.1.2)."""
+
+    def backoff(layer: TransactionLayer, tx: _Tx, now: float, ctx: _Ctx) -> None:
+        tx.interval *= 2
+        if capped:
+            tx.interval = min(tx.interval, layer._cfg.timers.t2)
+        layer._arm(tx, timer, now, tx.interval)
+
+    return backoff
+
+
+_START_G = _retransmit_start(Input.TIMER_G)
 
 
 def _starter(timer: Input) -> _Handler:
@@ -738,14 +725,14 @@ _HANDLERS: dict[Action, _Handler] = {
     Action.ABSORB: _L._a_absorb,
     Action.NOTE_CANCEL: _L._a_nothing,
     Action.NOTE_ACKED: _L._a_acked,
-    Action.START_A: _L._a_start_a,
-    Action.BACKOFF_A: _L._a_backoff_a,
-    Action.START_E: _L._a_start_e,
-    Action.BACKOFF_E: _L._a_backoff_e,
+    Action.START_A: _retransmit_start(Input.TIMER_A),
+    Action.BACKOFF_A: _retransmit_backoff(Input.TIMER_A, capped=False),
+    Action.START_E: _retransmit_start(Input.TIMER_E),
+    Action.BACKOFF_E: _retransmit_backoff(Input.TIMER_E, capped=True),
     Action.RESET_E_T2: _L._a_reset_e_t2,
-    Action.START_G: _L._a_start_g,
+    Action.START_G: _START_G,
     Action.START_G_2XX: _L._a_start_g_2xx,
-    Action.BACKOFF_G: _L._a_backoff_g,
+    Action.BACKOFF_G: _retransmit_backoff(Input.TIMER_G, capped=True),
     Action.START_B: _starter(Input.TIMER_B),
     Action.START_D: _starter(Input.TIMER_D),
     Action.START_F: _starter(Input.TIMER_F),
