@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import heapq
 
-from .rtp import ts_diff
+from .rtp import SeqExtender, ts_diff
 
 __all__ = ["Frame", "JitterBuffer", "Loss", "PushResult"]
 
@@ -80,9 +80,9 @@ class JitterBuffer:
 
     __slots__ = (
         "_heap",
-        "_highest",
         "_items",
         "_last",
+        "_seq",
         "depth",
         "duplicates",
         "late",
@@ -103,7 +103,7 @@ class JitterBuffer:
         self.max_loss_samples = max_loss_samples
         self._heap: list[int] = []
         self._items: dict[int, Frame] = {}
-        self._highest: int | None = None  # highest extended seq seen
+        self._seq = SeqExtender()  # unwraps sequence numbers (RFC 3550 A.1)
         self._last: Frame | None = None  # last released frame
         self.received = 0
         self.duplicates = 0
@@ -117,14 +117,7 @@ class JitterBuffer:
         self, seq: int, timestamp: int, payload: bytes, now: float, samples: int | None = None
     ) -> PushResult:
         """Add a packet; ``samples`` defaults to ``len(payload)`` (G.711: one per octet)."""
-        highest = self._highest
-        if highest is None:
-            ext = seq & 0xFFFF
-            self._highest = ext
-        else:
-            ext = highest + (((seq - highest + 0x8000) & 0xFFFF) - 0x8000)
-            if ext > highest:
-                self._highest = ext
+        ext = self._seq.extend(seq)
         last = self._last
         if last is not None and ext <= last.ext_seq:
             self.late += 1

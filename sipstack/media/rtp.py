@@ -208,8 +208,8 @@ class SeqExtender:
     def extend(self, seq: int) -> int:
         ref = self.max_ext
         if ref is None:
-            self.max_ext = seq
-            return seq
+            self.max_ext = seq & 0xFFFF
+            return self.max_ext
         ext = ref + (((seq - ref + 0x8000) & 0xFFFF) - 0x8000)
         if ext > ref:
             self.max_ext = ext
