@@ -76,56 +76,35 @@ def check_request(
     # turn out malformed: that is a 400 (or the status its parser chose, such
     # as 414), found here rather than deep inside the transaction user.
     try:
-        return _check(
-            req,
-            supported=supported,
-            methods=methods,
-            schemes=schemes,
-            content_types=content_types,
-            content_encodings=content_encodings,
-            response_types=response_types,
-        )
+        problem = _malformed(req)
+        if problem is not None:
+            return problem
+        # §8.2.1: an unknown method is a 501 even when other fields disagree with
+        # it (RFC 4475 §3.1.2.18 prefers 501 for an unknown method with a CSeq mismatch).
+        if req.method not in methods:
+            return _problem(501)
+        problem = _semantics(req)
+        if problem is not None:
+            return problem
+        # §8.2.2.1: a Request-URI scheme we do not serve.
+        if req.request_uri.scheme not in schemes:
+            return _problem(416)
+        # §16.3 step 3 (edgepbx relays requests as a B2BUA): no hops left. OPTIONS
+        # is answered by the element itself instead (§11, RFC 4475 §3.3.11).
+        if req.max_forwards == 0 and req.method != "OPTIONS":
+            return _problem(483)
+        # §8.2.2.3
+        if req.method not in _NO_REQUIRE_CHECK and unsupported_requirements(req, supported):
+            return _problem(420)
+        # §8.2.3
+        if req.body and not _body_acceptable(req, content_types, content_encodings):
+            return _problem(415)
+        # §21.4.7: the answer to an INVITE is an SDP body the sender must accept.
+        if req.method == "INVITE" and not _accepts_any(req, response_types):
+            return _problem(406)
+        return None
     except SipParseError as exc:
         return exc.status, exc.reason
-
-
-def _check(
-    req: Request,
-    *,
-    supported: frozenset[str],
-    methods: frozenset[str],
-    schemes: frozenset[str],
-    content_types: frozenset[str],
-    content_encodings: frozenset[str],
-    response_types: frozenset[str],
-) -> Problem | None:
-    problem = _malformed(req)
-    if problem is not None:
-        return problem
-    # §8.2.1: an unknown method is a 501 even when other fields disagree with
-    # it (RFC 4475 §3.1.2.18 prefers 501 for an unknown method with a CSeq mismatch).
-    if req.method not in methods:
-        return _problem(501)
-    problem = _semantics(req)
-    if problem is not None:
-        return problem
-    # §8.2.2.1: a Request-URI scheme we do not serve.
-    if req.request_uri.scheme not in schemes:
-        return _problem(416)
-    # §16.3 step 3 (edgepbx relays requests as a B2BUA): no hops left. OPTIONS
-    # is answered by the element itself instead (§11, RFC 4475 §3.3.11).
-    if req.max_forwards == 0 and req.method != "OPTIONS":
-        return _problem(483)
-    # §8.2.2.3
-    if req.method not in _NO_REQUIRE_CHECK and unsupported_requirements(req, supported):
-        return _problem(420)
-    # §8.2.3
-    if req.body and not _body_acceptable(req, content_types, content_encodings):
-        return _problem(415)
-    # §21.4.7: the answer to an INVITE is an SDP body the sender must accept.
-    if req.method == "INVITE" and not _accepts_any(req, response_types):
-        return _problem(406)
-    return None
 
 
 def unsupported_requirements(req: Request, supported: frozenset[str]) -> tuple[str, ...]:
