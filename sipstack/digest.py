@@ -179,10 +179,16 @@ def _canonical_algorithm(name: str) -> str:
     return _CANON.get(name.lower(), name)
 
 
-def _alg_or_raise(name: str) -> _Alg:
+def _known_algorithm(name: str) -> str:
+    """The canonical name of an algorithm RFC 7616 defines; DigestError otherwise."""
     canon = _canonical_algorithm(name)
     if canon not in _CANON.values():
         raise DigestError(f"unknown digest algorithm {name!r}")
+    return canon
+
+
+def _alg_or_raise(name: str) -> _Alg:
+    canon = _known_algorithm(name)
     alg = _ALGS.get(canon)
     if alg is None:
         raise DigestError(f"digest algorithm {canon} is not available in this Python build")
@@ -525,9 +531,7 @@ class DigestServer:
             raise ValueError(f"instance_id must be {_INST_LEN} bytes")
         offered: list[_Alg] = []
         for name in algorithms:
-            canon = _canonical_algorithm(name)
-            if canon not in _CANON.values():
-                raise ValueError(f"unknown digest algorithm {name!r}")
+            canon = _known_algorithm(name)
             alg = _ALGS.get(canon)
             if alg is not None and alg not in offered:  # unavailable → left out quietly
                 offered.append(alg)
@@ -745,9 +749,7 @@ class DigestClient:
         else:
             prefs = []
             for name in algorithms:
-                canon = _canonical_algorithm(name)
-                if canon not in _CANON.values():
-                    raise ValueError(f"unknown digest algorithm {name!r}")
+                canon = _known_algorithm(name)
                 if canon in _ALGS and canon not in prefs:
                     prefs.append(canon)
         if not prefs:
