@@ -825,30 +825,22 @@ class DigestClient:
             f"nonce={_quote(ch.nonce)}",
             f"uri={_quote(uri)}",
         ]
+        qop = cn = nc = None
         if ch.qop:
+            qop = "auth"
             cn = cnonce if cnonce is not None else secrets.token_hex(12)
             nc = f"{self._next_nc(ch.nonce):08x}"
-            resp = compute_response(
-                ha1=key,
-                algorithm=alg.name,
-                method=method,
-                uri=uri,
-                nonce=ch.nonce,
-                qop="auth",
-                nc=nc,
-                cnonce=cn,
-            )
-            parts += [f'response="{resp}"', f"algorithm={alg.name}", f"cnonce={_quote(cn)}"]
-            if ch.opaque is not None:
-                parts.append(f"opaque={_quote(ch.opaque)}")
-            parts += ["qop=auth", f"nc={nc}"]
-        else:
-            resp = compute_response(
-                ha1=key, algorithm=alg.name, method=method, uri=uri, nonce=ch.nonce
-            )
-            parts += [f'response="{resp}"', f"algorithm={alg.name}"]
-            if ch.opaque is not None:
-                parts.append(f"opaque={_quote(ch.opaque)}")
+        resp = compute_response(
+            ha1=key, algorithm=alg.name, method=method, uri=uri, nonce=ch.nonce,
+            qop=qop, nc=nc, cnonce=cn,
+        )
+        parts += [f'response="{resp}"', f"algorithm={alg.name}"]
+        if cn is not None:
+            parts.append(f"cnonce={_quote(cn)}")
+        if ch.opaque is not None:
+            parts.append(f"opaque={_quote(ch.opaque)}")
+        if qop is not None:
+            parts += [f"qop={qop}", f"nc={nc}"]
         if ch.userhash:
             parts.append("userhash=true")
         return "Digest " + ", ".join(parts)
