@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,11 @@ REPO = Path(__file__).resolve().parents[2]
 SCENARIO = REPO / "tests" / "interop" / "scenarios" / "register.xml"
 RESULTS = REPO / "bench" / "results"
 HOST = "127.0.0.1"
+
+# The port and probe helpers the test suite uses (a plain module, no pytest).
+sys.path.insert(0, str(REPO / "tests"))
+from sipprobe import free_port, sip_options_probe  # noqa: E402
+
 DEFAULT_RATES = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 16000]
 KAMAILIO_PASSWORD = "secret"  # the anchor recipe: one static password for every user
 KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
@@ -83,42 +87,9 @@ request_route {{
 # ------------------------------------------------------------------------------ plumbing
 
 
-def free_port() -> int:
-    """A port free for UDP on 127.0.0.1 (and TCP, which the agent may also want)."""
-    for _ in range(64):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((HOST, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
-
-
 def options_answered(port: int, timeout: float = 0.05) -> bool:
     """One OPTIONS over UDP; any SIP answer means the server is processing requests."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.bind((HOST, 0))
-        lport = sock.getsockname()[1]
-        msg = (
-            f"OPTIONS sip:{HOST}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {HOST}:{lport};branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:bench@{HOST}>;tag={uuid.uuid4().hex[:8]}\r\n"
-            f"To: <sip:{HOST}:{port}>\r\n"
-            f"Call-ID: {uuid.uuid4().hex}\r\n"
-            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-        try:
-            sock.sendto(msg, (HOST, port))
-            data, _ = sock.recvfrom(65535)
-        except OSError:
-            return False
-    return data.startswith(b"SIP/2.0 ")
+    return sip_options_probe(HOST, port, timeout=timeout) is not None
 
 
 def wait_answering(port: int, proc: subprocess.Popen[bytes] | None, limit: float) -> float:
