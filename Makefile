@@ -3,7 +3,7 @@
 #   make run     start the agent on the demo site (agent/demo/site.yaml), state in ./var
 #   make test    Debian peers + venv + lint + the whole pytest suite (what CI runs)
 #   make lint    ruff, mypy (strict on sipstack/ and dialplan/), import layering
-#   make bench   benchmarks against the anchors (Kamailio), printing figures and ratios
+#   make bench   benchmarks against the anchors (Kamailio, sippy), printing figures and ratios
 #   make deps    the Debian packages the tests need (root only; fast when present)
 
 SHELL := /bin/bash
@@ -88,6 +88,7 @@ bench: deps-bench
 	@$(MAKE) --no-print-directory venv
 	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
 	$(PY) bench/register/run.py
+	$(PY) bench/calls/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -2,32 +2,42 @@
 
     edgepbx [--state-dir DIR] status [--json]
     edgepbx [--state-dir DIR] phones [--json]
+    edgepbx [--state-dir DIR] calls [--json]
+    edgepbx [--state-dir DIR] cdr [--since WHEN] [--until WHEN] [--limit N]
+                                  [--format table|csv|json] [--daily] [--timezone TZ]
     edgepbx site validate FILE
     edgepbx site schema
     edgepbx softphone-settings --site FILE --listen SPEC [--listen SPEC ...]
 
-``status`` and ``phones`` ask the running agent through ``DIR/control.sock``. Exit codes: 0 ok,
-1 failure (invalid site file, agent error), 2 usage error or no agent running.
+``status``, ``phones`` and ``calls`` ask the running agent through ``DIR/control.sock``.
+``cdr`` reads the call records from the store (``DIR/edgepbx.db``) read-only, so it works
+whether the agent runs or not. Exit codes: 0 ok, 1 failure (invalid site file, agent error,
+unreadable store), 2 usage error or no agent running.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
 import socket
 import sys
 import time
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.cdr import CALL_RECORD_FIELDS, CallRecord, DailyCallStats, record_as_dict, zone
 from agent.control import AgentNotRunning, ControlClient, ControlError
 from agent.listen import ListenError, ListenSpec, hostport, parse_listen
 from agent.paths import default_state_dir
 from agent.site import Site, SiteError, load_site, site_fingerprint, site_json_schema
+from agent.store import CDR_SCHEMA_VERSION, Store, StoreError
 from agent.version import version
 
-__all__ = ["build_parser", "main", "softphone_settings"]
+__all__ = ["build_parser", "call_row", "cdr_row", "main", "parse_when", "softphone_settings"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -50,6 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("phones", help="registered phones")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    p = sub.add_parser("calls", help="active calls")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    p = sub.add_parser(
+        "cdr", help="call detail records (read from the store; the agent need not run)",
+        description="Finished calls, newest first, or per-day aggregates with --daily. "
+        "WHEN is a date (YYYY-MM-DD: --since from the start of that day, --until through its "
+        "end) or an ISO 8601 date and time (without an offset: in the time zone).",
+    )
+    p.add_argument("--since", metavar="WHEN", help="calls that started at or after WHEN")
+    p.add_argument("--until", metavar="WHEN", help="calls that started before WHEN")
+    p.add_argument("--limit", type=_non_negative_int, metavar="N", help="at most N calls")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--daily", action="store_true",
+                   help="per-day aggregates (days in the time zone) instead of calls")
+    p.add_argument(
+        "--timezone", metavar="TZ",
+        help="IANA time zone for days and times (default: the site's, from the last applied "
+        "site version in the store; else UTC)",
+    )
 
     site = sub.add_parser("site", help="the site configuration document")
     site_sub = site.add_subparsers(dest="site_command", metavar="SUBCOMMAND", required=True)
@@ -79,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_status(state_dir, as_json=args.json, out=out)
         if args.command == "phones":
             return _cmd_phones(state_dir, as_json=args.json, out=out)
+        if args.command == "calls":
+            return _cmd_calls(state_dir, as_json=args.json, out=out)
+        if args.command == "cdr":
+            return _cmd_cdr(state_dir, args, out=out)
         if args.command == "site":
             if args.site_command == "validate":
                 return _cmd_site_validate(args.file, out=out)
@@ -271,6 +306,224 @@ def _cmd_phones(state_dir: Path, *, as_json: bool, out: TextIO) -> int:
     now = time.time()
     rows = [phone_row(p, now) for p in phones if isinstance(p, dict)]
     out.write(render_table(PHONE_COLUMNS, rows))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# calls
+
+CALL_COLUMNS = ("ID", "STATE", "CALLER", "CALLEE", "DIALED", "STARTED", "ANSWERED")
+
+
+def _age(entry: dict[str, Any], age_key: str, at_key: str, now: float) -> str:
+    """Seconds since an event, from ``age_key`` (seconds) or ``at_key`` (epoch seconds)."""
+    age = entry.get(age_key)
+    if not isinstance(age, int | float) or isinstance(age, bool):
+        at = entry.get(at_key)
+        if not isinstance(at, int | float) or isinstance(at, bool):
+            return "-"
+        age = now - at
+    return format_duration(age)
+
+
+def call_row(entry: dict[str, Any], now: float) -> tuple[str, ...]:
+    """One table row from a ``calls`` entry (tolerant of missing keys). STARTED and
+    ANSWERED are how long ago ("-": not answered)."""
+    caller = str(entry.get("caller") or "?")
+    if entry.get("caller_name"):
+        caller = f"{entry['caller_name']} <{caller}>"
+    return (
+        str(entry.get("id") or "?")[:12],
+        str(entry.get("state") or "?"),
+        caller,
+        str(entry.get("callee") or "-"),
+        str(entry.get("dialed") or "-"),
+        _age(entry, "age_s", "started_at", now),
+        _age(entry, "answered_s", "answered_at", now),
+    )
+
+
+def _cmd_calls(state_dir: Path, *, as_json: bool, out: TextIO) -> int:
+    calls = ControlClient(state_dir).request("calls")
+    if not isinstance(calls, list):
+        raise ControlError("the agent sent an unexpected calls reply")
+    if as_json:
+        json.dump(calls, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return EXIT_OK
+    if not calls:
+        out.write("no active calls\n")
+        return EXIT_OK
+    now = time.time()
+    rows = [call_row(c, now) for c in calls if isinstance(c, dict)]
+    out.write(render_table(CALL_COLUMNS, rows))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# cdr
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def parse_when(text: str, tz: tzinfo, *, end_of_day: bool = False) -> float:
+    """``--since``/``--until`` to epoch seconds. A bare date is midnight at the start of that
+    day in ``tz`` (with ``end_of_day``: the start of the next day, so ``--until`` includes
+    the day); a date and time without an offset is in ``tz``. ``ValueError`` if unreadable."""
+    text = text.strip()
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        if end_of_day:
+            day += timedelta(days=1)
+        return datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 date and time"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=tz)
+    return when.timestamp()
+
+
+def _site_timezone(store: Store) -> str | None:
+    try:
+        latest = store.latest_site_version()
+    except Exception:  # noqa: BLE001 - an old or odd store: fall back to UTC
+        return None
+    if latest is None:
+        return None
+    site = latest.document.get("site")
+    tz = site.get("timezone") if isinstance(site, dict) else None
+    return tz if isinstance(tz, str) and tz else None
+
+
+def _local(ts: float, tz: tzinfo) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.1f}s"
+    return format_duration(value)
+
+
+CDR_COLUMNS = ("START", "DIRECTION", "CALLER", "CALLEE", "DIALED", "RESULT", "ANSWER IN",
+               "TALK", "HOLD", "CAUSE")
+
+
+def cdr_row(record: CallRecord, tz: tzinfo) -> tuple[str, ...]:
+    """One ``cdr`` table row: start in ``tz``, durations in seconds."""
+    caller = f"{record.caller_name} <{record.caller}>" if record.caller_name else record.caller
+    return (
+        _local(record.start, tz),
+        record.direction,
+        caller or "-",
+        record.callee or "-",
+        record.dialed or "-",
+        record.disposition,
+        _seconds(record.time_to_answer),
+        _seconds(record.talk_seconds) if record.answer is not None else "-",
+        _seconds(record.hold_seconds) if record.answer is not None else "-",
+        record.cause or "-",
+    )
+
+
+DAILY_COLUMNS = ("DAY", "CALLS", "ANSWERED", "ABANDONED", "BUSY", "NO ANSWER", "FAILED",
+                 "AVG ANSWER IN", "AVG HOLD", "TALK")
+
+
+def _daily_row(stats: DailyCallStats) -> tuple[str, ...]:
+    return (
+        stats.day, str(stats.calls), str(stats.answered), str(stats.abandoned),
+        str(stats.busy), str(stats.no_answer), str(stats.failed),
+        _seconds(stats.avg_time_to_answer), _seconds(stats.avg_hold),
+        format_duration(stats.total_talk_seconds),
+    )
+
+
+def _csv_value(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _cmd_cdr(state_dir: Path, args: argparse.Namespace, *, out: TextIO) -> int:
+    try:
+        store = Store.open_readonly(state_dir)
+    except StoreError as exc:
+        _err(f"cannot read call records: {exc}")
+        return EXIT_FAILURE
+    try:
+        tz_name = args.timezone or _site_timezone(store) or "UTC"
+        try:
+            tz = zone(tz_name)
+        except ValueError as exc:
+            _err(f"--timezone: {exc}")
+            return EXIT_USAGE
+        try:
+            since = None if args.since is None else parse_when(args.since, tz)
+            until = None if args.until is None else parse_when(args.until, tz, end_of_day=True)
+        except ValueError as exc:
+            _err(f"--since/--until: {exc}")
+            return EXIT_USAGE
+        has_cdr = store.schema_version() >= CDR_SCHEMA_VERSION
+        try:
+            if args.daily:
+                daily = store.daily_call_stats(tz_name, since, until) if has_cdr else []
+                if args.limit is not None:
+                    daily = daily[-args.limit:] if args.limit else []
+                return _print_daily(daily, args.format, out=out)
+            records = store.call_records(since, until, args.limit) if has_cdr else []
+        except Exception as exc:  # noqa: BLE001 - sqlite3 errors of a busy/odd store
+            _err(f"cannot read call records from {store.path}: {exc}")
+            return EXIT_FAILURE
+    finally:
+        store.close()
+    return _print_records(records, args.format, tz, out=out)
+
+
+def _print_records(records: list[CallRecord], fmt: str, tz: tzinfo, *, out: TextIO) -> int:
+    if fmt == "json":
+        json.dump([record_as_dict(r) for r in records], out, indent=2)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow([*CALL_RECORD_FIELDS, "time_to_answer"])
+        for record in records:
+            writer.writerow([_csv_value(v) for v in record_as_dict(record).values()])
+    elif not records:
+        out.write("no call records\n")
+    else:
+        out.write(render_table(CDR_COLUMNS, [cdr_row(r, tz) for r in records]))
+    return EXIT_OK
+
+
+def _print_daily(daily: list[DailyCallStats], fmt: str, *, out: TextIO) -> int:
+    if fmt == "json":
+        json.dump([dataclasses.asdict(d) for d in daily], out, indent=2)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow([f.name for f in dataclasses.fields(DailyCallStats)])
+        for d in daily:
+            writer.writerow([_csv_value(v) for v in dataclasses.astuple(d)])
+    elif not daily:
+        out.write("no call records\n")
+    else:
+        out.write(render_table(DAILY_COLUMNS, [_daily_row(d) for d in daily]))
     return EXIT_OK
 
 

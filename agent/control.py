@@ -2,7 +2,8 @@
 
 Protocol: newline-delimited JSON. Each request is one line ``{"cmd": "status"}``; each reply is
 one line, ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. A connection may
-carry several requests. Commands: ``status`` -> object, ``phones`` -> list of objects.
+carry several requests. Commands: ``status`` -> object, ``phones`` -> list of objects,
+``calls`` -> list of objects (the active calls), ``ping``.
 
 The server dispatches to a :class:`ControlProvider`; the agent supplies one that merges its own
 status with the SIP service's. :class:`ControlClient` is the small synchronous client of the CLI.
@@ -49,6 +50,12 @@ class ControlProvider(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def phones(self) -> list[dict[str, Any]]: ...
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The active calls, one object each. Keys (all optional for the CLI): id, state,
+        caller, caller_name, callee, dialed, started_at and answered_at (epoch seconds;
+        answered_at None until answered), or age_s / answered_s (seconds since)."""
+        ...
 
 
 class ControlError(Exception):
@@ -113,6 +120,7 @@ class ControlServer:
         self._commands: dict[str, Callable[[], Any]] = {
             "status": provider.status,
             "phones": provider.phones,
+            "calls": provider.calls,
             "ping": lambda: {"pong": True},
         }
 

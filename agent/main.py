@@ -171,6 +171,11 @@ class Agent:
             return []
         return list(self.service.phones())
 
+    def calls(self) -> list[dict[str, Any]]:
+        if self.service is None:
+            return []
+        return list(self.service.active_calls())
+
     # ---- lifecycle
 
     def request_stop(self, reason: str) -> None:

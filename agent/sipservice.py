@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.calls.engine import CallConfig, CallControl, EndedCall
+from agent.calls.site_env import SiteCallEnv
+from agent.cdr import CallRecord
 from agent.listen import ListenSpec, hostport
 from agent.site import Site
 from agent.store import BindingRow, DeleteBinding, Store, UpsertBinding
@@ -33,7 +36,6 @@ from sipstack.endpoint import (
     Endpoint,
     EndpointConfig,
     IncomingRequest,
-    IncomingResponse,
     salvage_error_response,
 )
 from sipstack.framing import FramingError
@@ -41,17 +43,24 @@ from sipstack.message import REASON_PHRASES
 from sipstack.peer import Peer
 from sipstack.registrar import Binding, Change, Registrar, RegistrarConfig, Upsert
 from sipstack.registration import RegistrationHandler
+from sipstack.transaction import LayerConfig, TransactionLayer
 from sipstack.transport import StreamLimits, StreamServer, UdpEndpoint, open_udp, server_ssl_context
 from sipstack.validate import check_request
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = ("path", "outbound")
-ALLOW = ("REGISTER", "OPTIONS")
-# Methods we know but do not serve yet get 405 with Allow; unknown ones 501 (RFC 3261 §8.2.1).
+SUPPORTED = ("path", "outbound", "replaces")
+ALLOW = ("REGISTER", "OPTIONS", "INVITE", "ACK", "CANCEL", "BYE", "REFER", "UPDATE", "INFO",
+         "NOTIFY")
+# Methods we know but do not serve get 405 with Allow; unknown ones 501 (RFC 3261 §8.2.1).
 KNOWN_METHODS = frozenset(
     {"INVITE", "ACK", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO",
      "UPDATE", "PRACK", "PUBLISH"}
+)
+# Requests call control handles; the rest are refused here without a transaction.
+CALL_METHODS = frozenset(
+    {"INVITE", "ACK", "BYE", "CANCEL", "REFER", "UPDATE", "INFO", "NOTIFY", "OPTIONS",
+     "SUBSCRIBE", "MESSAGE"}
 )
 SWEEP_INTERVAL = 30.0
 
@@ -150,6 +159,17 @@ class SipService:
             check_request=functools.partial(check_request, supported=frozenset(SUPPORTED)),
         )
         self.registration.inspect = self.endpoint.inspect
+        self.call_env = SiteCallEnv(
+            site, registrar=self.registrar, digest=self.registration.digest, store=store,
+            local_address=self.local_address, ha1=self._ha1,
+        )
+        self.calls = CallControl(
+            TransactionLayer(LayerConfig()), self.call_env,
+            CallConfig(server_header=f"edgepbx/{version()}"),
+        )
+        self._call_timer: asyncio.TimerHandle | None = None
+        self._call_deadline: float | None = None
+        self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
         self.listeners: list[Listener] = []
         self._udp: dict[int, UdpEndpoint] = {}  # by address family
         self._streams: dict[str, StreamServer] = {}
@@ -190,6 +210,8 @@ class SipService:
             registration.digest = self._digest_for(site)
         registration.directory = SiteDirectory(site, registration.digest.algorithms)
         self.registrar.config = self._registrar_config(site)
+        self.call_env.digest = registration.digest
+        self.call_env.apply_site(site)
         self.site = site
         self._persist(self._drop_removed_users())
 
@@ -239,6 +261,8 @@ class SipService:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._call_timer is not None:
+            self._call_timer.cancel()
         self._flush()
         for udp in self._udp.values():
             udp.close()
@@ -263,15 +287,86 @@ class SipService:
 
     def _flush(self) -> None:
         self._flush_pending = False
-        # Commit before replying: a 200 must not promise a binding a crash would lose.
-        self._persist(self.registration.take_changes())
+        now = time.time()
+        calls = self.calls
         for event in self.endpoint.events():
             if isinstance(event, IncomingRequest):
-                self._answer_unsupported(event)
-            elif isinstance(event, IncomingResponse):
-                log.debug("stray response", extra={"peer": str(event.peer)})
+                if event.request.method in CALL_METHODS:
+                    calls.receive(event.request, event.peer, now)
+                else:
+                    self._answer_unsupported(event)
+            else:
+                calls.receive(event.response, event.peer, now)
+        # Commit before replying: a 200 must not promise a binding a crash would lose,
+        # and the 200 to a BYE goes out only once the call's record is on disk.
+        self._persist(self.registration.take_changes())
+        self._persist_records(calls.take_records())
         for data, peer in self.endpoint.datagrams_to_send():
             self._send(data, peer)
+        for data, peer in calls.layer.datagrams_to_send():
+            self._send(data, peer)
+        self._arm_call_timer()
+
+    def _arm_call_timer(self) -> None:
+        deadline = self.calls.get_timer()
+        if deadline == self._call_deadline:
+            return
+        if self._call_timer is not None:
+            self._call_timer.cancel()
+            self._call_timer = None
+        self._call_deadline = deadline
+        if deadline is not None and self._loop is not None:
+            delay = max(0.0, deadline - time.time())
+            self._call_timer = self._loop.call_at(self._loop.time() + delay, self._on_call_timer)
+
+    def _on_call_timer(self) -> None:
+        self._call_timer = None
+        self._call_deadline = None
+        self.calls.handle_timer(time.time())
+        self._flush()
+
+    def _persist_records(self, ended: list[EndedCall]) -> None:
+        if not ended:
+            return
+        try:
+            self.store.append_call_records([_call_record(e) for e in ended])
+        except Exception:
+            self.store_errors += 1
+            log.exception("could not write call records", extra={"count": len(ended)})
+
+    def _ha1(self, username: str, algorithm: str) -> str | None:
+        return self.registration.directory.ha1(username, algorithm)
+
+    def local_address(self, peer: Peer) -> tuple[str, int]:
+        """Our address as ``peer`` sees it: for Via, Contact and SDP-free headers.
+
+        A listener on a wildcard address has no single address: the kernel's route
+        to the peer picks it (a connected UDP socket, no packet sent), cached per host.
+        """
+        key = (peer.transport, peer.host)
+        cached = self._local_cache.get(key)
+        if cached is not None:
+            return cached
+        want = "udp" if peer.transport == "udp" else peer.transport
+        v6 = ":" in peer.host
+        port = 5060
+        host = "127.0.0.1"
+        for listener in self.listeners:
+            if listener.spec.transport == want and (":" in listener.bound[0]) == v6:
+                host, port = listener.bound
+                break
+        if host in ("0.0.0.0", "::"):
+            family = socket.AF_INET6 if v6 else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((peer.host, peer.port or 5060))
+                    host = probe.getsockname()[0]
+            except OSError:
+                host = "127.0.0.1" if not v6 else "::1"
+        if len(self._local_cache) > 4096:
+            self._local_cache.clear()
+        self._local_cache[key] = (host, port)
+        return host, port
 
     def _answer_unsupported(self, event: IncomingRequest) -> None:
         request = event.request
@@ -338,7 +433,14 @@ class SipService:
             "store_errors": self.store_errors,
             "connections_refused": sum(server.refused for server in self._streams.values()),
             "requests": dict(stats.by_method),
+            "active_calls": len(self.calls.calls),
+            "calls_total": self.calls.calls_total,
+            "invite_auth_failures": self.calls.auth_failures,
+            "transactions": self.calls.layer.active_count(),
         }
+
+    def active_calls(self) -> list[dict[str, Any]]:
+        return self.calls.active(time.time())
 
     def phones(self) -> list[dict[str, Any]]:
         now = time.time()
@@ -357,6 +459,15 @@ class SipService:
                 "expires_in": max(0, int(b.expires_at - now)),
             })
         return out
+
+
+def _call_record(e: EndedCall) -> CallRecord:
+    return CallRecord(
+        call_id=e.id, direction=e.direction, caller=e.caller, caller_name=e.caller_name,
+        callee=e.callee, dialed=e.dialed, start=e.start, answer=e.answer, end=e.end,
+        disposition=e.disposition, hold_seconds=e.hold_seconds, hunt_group=e.hunt_group,
+        trunk=e.trunk, cause=e.cause,
+    )
 
 
 def _enlarge_buffers(udp: UdpEndpoint) -> None:

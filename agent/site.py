@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import json
 import re
 import types
 import typing
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Union
 
@@ -38,19 +40,42 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from dialplan.hunt import DEFAULT_RING_TIME, MAX_MEMBERS
+from dialplan.model import DEFAULT_FEATURE_CODES, DEFAULT_NO_ANSWER_TIMEOUT, Feature
+from dialplan.numbers import MAX_DIALED_LENGTH
+from dialplan.numbers import Translation as _DialplanTranslation
+from dialplan.restriction import RestrictionRules
+
 __all__ = [
     "EMERGENCY_NUMBERS",
+    "FEATURE_KEYS",
     "MAX_DOCUMENT_BYTES",
+    "WEEKDAYS",
+    "Destination",
+    "Did",
+    "FeatureCodes",
+    "Forward",
+    "HuntGroup",
+    "HuntMember",
+    "NightService",
+    "Park",
+    "Restriction",
+    "Schedule",
     "SchemaModel",
     "SipAccount",
     "SipSettings",
     "Site",
     "SiteError",
     "SiteSettings",
+    "Translation",
+    "Trunk",
     "User",
+    "WeekHours",
     "load_site",
     "parse_document",
+    "parse_holiday",
     "parse_site",
+    "parse_time_range",
     "site_document",
     "site_fingerprint",
     "site_json_schema",
@@ -227,6 +252,315 @@ DigestAlgorithm = Literal["SHA-256", "MD5"]
 _DEFAULT_ALGORITHMS: tuple[DigestAlgorithm, ...] = ("SHA-256", "MD5")
 
 
+# Routing field types.
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_DIAL_RE = re.compile(r"^\+?[0-9*#]+$")
+_PHONE_RE = re.compile(r"^\+?[0-9]{3,20}$")
+_PREFIX_RE = re.compile(r"^\+?[0-9]{1,15}$")
+_FEATURE_CODE_RE = re.compile(r"^\*[0-9*#]{1,7}$")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
+_TIME_RANGE_RE = re.compile(r"^([0-9]{1,2}):([0-9]{2})-([0-9]{1,2}):([0-9]{2})$")
+_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_GROUP_REF_RE = re.compile(r"\\(\d+)|\\g<(\w+)>")
+#: Keys of ``hours:`` in schedule order; index = ``datetime.weekday()``.
+WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: ``feature_codes:`` keys: the dialplan Feature values with '-' replaced by '_'.
+FEATURE_KEYS: Final = {f.value.replace("-", "_"): f for f in Feature}
+_RESTRICTION_DEFAULTS: Final = RestrictionRules()
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise PydanticCustomError(
+            "name",
+            "{value} must be 1-64 characters of letters, digits and . _ -, "
+            "starting with a letter or digit",
+            {"value": _quote(value)},
+        )
+    return value
+
+
+def _check_pilot(value: str) -> str:
+    if not (value.isascii() and value.isdigit()):
+        raise PydanticCustomError("pilot", "{value} must contain only digits 0-9",
+                                  {"value": _quote(value)})
+    if value.startswith("0"):
+        raise PydanticCustomError("pilot", "{value} must not start with 0",
+                                  {"value": _quote(value)})
+    if len(value) != 4:
+        raise PydanticCustomError("pilot", "{value} must have 4 digits",
+                                  {"value": _quote(value)})
+    return value
+
+
+def _check_dial_string(value: str) -> str:
+    if not value:
+        raise PydanticCustomError("dial_string", "must not be empty")
+    if len(value) > MAX_DIALED_LENGTH:
+        raise PydanticCustomError("dial_string", "must be at most {n} characters",
+                                  {"n": MAX_DIALED_LENGTH})
+    if not (value.isascii() and _DIAL_RE.match(value)):
+        raise PydanticCustomError(
+            "dial_string", "{value} must be a dial string: digits, * and #, "
+            "optionally starting with +", {"value": _quote(value)},
+        )
+    return value
+
+
+def _check_phone_number(value: str) -> str:
+    if not (value.isascii() and _PHONE_RE.match(value)):
+        raise PydanticCustomError(
+            "phone_number", "{value} must be a phone number: 3-20 digits, optionally "
+            "starting with +", {"value": _quote(value)},
+        )
+    return value
+
+
+def _check_prefix(value: str) -> str:
+    if not (value.isascii() and _PREFIX_RE.match(value)):
+        raise PydanticCustomError(
+            "prefix", "{value} must be 1-15 digits, optionally starting with +",
+            {"value": _quote(value)},
+        )
+    return value
+
+
+def _check_emergency_number(value: str) -> str:
+    if not (value.isascii() and value.isdigit() and 2 <= len(value) <= 6):
+        raise PydanticCustomError("emergency_number", "{value} must be 2-6 digits",
+                                  {"value": _quote(value)})
+    return value
+
+
+def _check_country_code(value: str) -> str:
+    if not (value.isascii() and value.isdigit() and 1 <= len(value) <= 3
+            and not value.startswith("0")):
+        raise PydanticCustomError(
+            "country_code", "{value} must be a country calling code: 1-3 digits, e.g. 49",
+            {"value": _quote(value)},
+        )
+    return value
+
+
+def _check_feature_code(value: str) -> str:
+    if not (value.isascii() and _FEATURE_CODE_RE.match(value)):
+        raise PydanticCustomError(
+            "feature_code", "{value} must be * and then 1-7 keys (0-9, * or #)",
+            {"value": _quote(value)},
+        )
+    return value
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_host(value: str) -> str:
+    if _is_ip(value) or (value.isascii() and _HOSTNAME_RE.match(value)):
+        return value
+    raise PydanticCustomError("host", "{value} must be a host name or an IP address",
+                              {"value": _quote(value)})
+
+
+def _check_source(value: str) -> str:
+    """An IP address or a CIDR network, returned in its normal form."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if "/" in value:
+        try:
+            return str(ipaddress.ip_network(value, strict=True))
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                pass
+            else:
+                raise PydanticCustomError(
+                    "cidr", "{value} has host bits set (did you mean {net}?)",
+                    {"value": _quote(value), "net": _quote(str(loose))},
+                ) from None
+    raise PydanticCustomError(
+        "cidr", "{value} must be an IP address or a CIDR network such as 192.0.2.0/24",
+        {"value": _quote(value)},
+    )
+
+
+def _check_account(value: str) -> str:
+    """A carrier account name: printable ASCII without spaces, quotes or backslashes."""
+    if not 1 <= len(value) <= 128 or not all(
+        0x20 < ord(c) < 0x7F and c not in '"\\' for c in value
+    ):
+        raise PydanticCustomError(
+            "account", "{value} must be 1-128 printable ASCII characters without spaces, "
+            "quotes or backslashes", {"value": _quote(value)},
+        )
+    return value
+
+
+def parse_time_range(value: str) -> tuple[int, int]:
+    """``"08:00-12:30"`` as minutes of the day ``(480, 750)``; ``24:00`` ends the day (1440).
+
+    Raises ValueError with a message fit for a ``path: message`` line.
+    """
+    match = _TIME_RANGE_RE.match(value)
+    if match is None:
+        raise ValueError(f'{_quote(value)} must be a time range HH:MM-HH:MM, e.g. "08:00-12:30"')
+    sh, sm, eh, em = (int(g) for g in match.groups())
+    if sh > 23 or sm > 59 or eh > 24 or em > 59 or (eh == 24 and em != 0):
+        raise ValueError(f"{_quote(value)} is not a valid time range")
+    if sm not in (0, 30) or em not in (0, 30):
+        raise ValueError(f"{_quote(value)} must be on half-hour boundaries (:00 or :30)")
+    start, end = sh * 60 + sm, eh * 60 + em
+    if end <= start:
+        raise ValueError(f"{_quote(value)} must end after it starts (24:00 is midnight)")
+    return start, end
+
+
+def parse_holiday(value: str) -> tuple[date, date]:
+    """``"2026-12-25"`` or ``"2026-12-24..2026-12-26"`` (inclusive) as (first, last).
+
+    Raises ValueError with a message fit for a ``path: message`` line.
+    """
+    parts = value.split("..")
+    if len(parts) > 2 or not all(_DATE_RE.match(p) for p in parts):
+        raise ValueError(f'{_quote(value)} must be a date YYYY-MM-DD or a range '
+                         f'YYYY-MM-DD..YYYY-MM-DD')
+    try:
+        days = [date.fromisoformat(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"{_quote(value)} is not a valid date") from None
+    if days[-1] < days[0]:
+        raise ValueError(f"{_quote(value)} ends before it starts")
+    return days[0], days[-1]
+
+
+def _check_time_range(value: str) -> str:
+    try:
+        parse_time_range(value)
+    except ValueError as exc:
+        raise PydanticCustomError("time_range", "{problem}", {"problem": str(exc)}) from None
+    return value
+
+
+def _date_to_str(value: Any) -> Any:
+    """YAML reads an unquoted ``2026-12-25`` as a date; keep it as the text it was."""
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _check_holiday(value: str) -> str:
+    try:
+        parse_holiday(value)
+    except ValueError as exc:
+        raise PydanticCustomError("holiday", "{problem}", {"problem": str(exc)}) from None
+    return value
+
+
+def _check_pattern(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise PydanticCustomError(
+            "pattern", "{value} is not a valid regular expression: {problem}",
+            {"value": _quote(value), "problem": str(exc)},
+        ) from None
+    return value
+
+
+def _speed_dial_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {_int_to_str(k): v for k, v in value.items()}
+    return value
+
+
+def _check_speed_dial_keys(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if not (key.isascii() and key.isdigit() and 1 <= len(key) <= 2):
+            raise PydanticCustomError("speed_dial", "key {key} must be 1 or 2 digits",
+                                      {"key": _quote(key)})
+    return value
+
+
+Name = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_name),
+    Field(json_schema_extra={"pattern": _NAME_RE.pattern}),
+]
+Pilot = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_pilot),
+    Field(json_schema_extra={"pattern": r"^[1-9][0-9]{3}$"},
+          description="4 digits, not starting with 0"),
+]
+DialString = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_dial_string),
+    Field(json_schema_extra={"pattern": _DIAL_RE.pattern, "maxLength": MAX_DIALED_LENGTH},
+          description="What a phone would dial: digits, * and #, optionally starting with +."),
+]
+PhoneNumber = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_phone_number),
+    Field(json_schema_extra={"pattern": _PHONE_RE.pattern}),
+]
+Prefix = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_prefix),
+    Field(json_schema_extra={"pattern": _PREFIX_RE.pattern}),
+]
+EmergencyNumber = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_emergency_number),
+    Field(json_schema_extra={"pattern": "^[0-9]{2,6}$"}),
+]
+CountryCode = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_country_code),
+    Field(json_schema_extra={"pattern": "^[1-9][0-9]{0,2}$"}),
+]
+FeatureCode = Annotated[
+    str, AfterValidator(_check_feature_code),
+    Field(json_schema_extra={"pattern": _FEATURE_CODE_RE.pattern}),
+]
+Host = Annotated[
+    str, AfterValidator(_check_host),
+    Field(max_length=253, description="A host name or an IP address."),
+]
+Source = Annotated[
+    str, AfterValidator(_check_source),
+    Field(description="An IP address or a CIDR network, e.g. 192.0.2.0/24."),
+]
+Account = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_account),
+    Field(json_schema_extra={"minLength": 1, "maxLength": 128}),
+]
+Realm = Annotated[str, AfterValidator(_check_realm)]
+TimeRange = Annotated[
+    str, AfterValidator(_check_time_range),
+    Field(json_schema_extra={"pattern": r"^[0-9]{1,2}:[03]0-[0-9]{1,2}:[03]0$"},
+          description='Open from-to, on half hours, e.g. "08:00-12:30"; 24:00 is midnight.'),
+]
+HolidayText = Annotated[
+    str, BeforeValidator(_date_to_str), AfterValidator(_check_holiday),
+    Field(json_schema_extra={
+        "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(\.\.[0-9]{4}-[0-9]{2}-[0-9]{2})?$"},
+        description='A date "2026-12-25" or an inclusive range "2026-12-24..2026-12-26".'),
+]
+StrictBool = Annotated[bool, Strict()]
+SpeedDials = Annotated[
+    dict[str, DialString], BeforeValidator(_speed_dial_keys),
+    AfterValidator(_check_speed_dial_keys),
+    Field(json_schema_extra={"propertyNames": {"pattern": "^[0-9]{1,2}$"}}),
+]
+CorName = Literal["internal", "local", "national", "international"]
+StrategyName = Literal["sequential", "circular", "longest-idle", "parallel"]
+DestinationType = Literal["extension", "voicemail", "attendant", "hangup"]
+
+
 # --------------------------------------------------------------------------------------------
 # The models
 
@@ -235,6 +569,282 @@ class SchemaModel(BaseModel):
     """Base of every site-document model: immutable, and unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Translation(SchemaModel):
+    """``site.translations[]:`` - rewrite an outside number before routing it."""
+
+    pattern: Annotated[str, AfterValidator(_check_pattern)] = Field(
+        min_length=1, max_length=200,
+        description="Python regular expression matched against the whole outside number "
+        "(as dialled, without the outside-line digit).",
+    )
+    replacement: str = Field(
+        max_length=64,
+        description="What the number becomes; \\1 or \\g<name> insert a group of the pattern.",
+    )
+
+    @model_validator(mode="after")
+    def _groups_exist(self) -> Translation:
+        try:
+            _DialplanTranslation(self.pattern, self.replacement)
+        except (ValueError, re.error) as exc:
+            raise PydanticCustomError("translation", "{problem}", {"problem": str(exc)}) from None
+        literal = _GROUP_REF_RE.sub("", self.replacement)
+        if not re.fullmatch(r"\+?[0-9*#]*", literal):
+            raise PydanticCustomError(
+                "translation", "replacement {value} must be digits, * and # (optionally "
+                "starting with +) and group references", {"value": _quote(self.replacement)},
+            )
+        return self
+
+
+class Restriction(SchemaModel):
+    """``site.restriction:`` - prefixes that decide what a number costs (class of
+    restriction). Defaults are for the North American numbering plan."""
+
+    home_country_code: CountryCode = Field(
+        default=_RESTRICTION_DEFAULTS.home_country_code,
+        description="The site's country calling code: +<this> numbers are national.",
+    )
+    local_prefixes: Annotated[list[Prefix], AfterValidator(_no_duplicates)] = Field(
+        default_factory=lambda: list(_RESTRICTION_DEFAULTS.local_prefixes), max_length=100,
+        description='E.164 prefixes that count as local, e.g. "+4930".',
+    )
+    international_prefixes: Annotated[list[Prefix], AfterValidator(_no_duplicates)] = Field(
+        default_factory=lambda: list(_RESTRICTION_DEFAULTS.international_prefixes),
+        max_length=100, description="Dialling prefixes of international numbers.",
+    )
+    national_prefixes: Annotated[list[Prefix], AfterValidator(_no_duplicates)] = Field(
+        default_factory=lambda: list(_RESTRICTION_DEFAULTS.national_prefixes), max_length=100,
+        description="Dialling prefixes of national (long-distance) numbers.",
+    )
+    premium_prefixes: Annotated[list[Prefix], AfterValidator(_no_duplicates)] = Field(
+        default_factory=lambda: list(_RESTRICTION_DEFAULTS.premium_prefixes), max_length=100,
+        description="Premium-rate prefixes (E.164 or dialled); they need class international.",
+    )
+
+
+class Destination(SchemaModel):
+    """Where a call goes: a hunt group's final destination, a DID, night service."""
+
+    type: DestinationType = Field(
+        description="extension (a user's extension or a hunt group's pilot), voicemail "
+        "(a user's mailbox), attendant (an auto attendant by name) or hangup."
+    )
+    value: Annotated[str | None, BeforeValidator(_int_to_str)] = Field(
+        default=None, max_length=64,
+        description="The extension, pilot, mailbox or attendant name; absent for hangup.",
+    )
+
+
+class Forward(SchemaModel):
+    """``users[].forward:`` - call forwarding; each target is a dial string."""
+
+    all: DialString | None = Field(default=None, description="Forward every call.")
+    busy: DialString | None = Field(default=None, description="Forward when busy.")
+    no_answer: DialString | None = Field(
+        default=None, description="Forward when not answered within no_answer_timeout."
+    )
+    no_answer_timeout: StrictInt = Field(
+        default=DEFAULT_NO_ANSWER_TIMEOUT, ge=5, le=300,
+        description="Seconds to ring before no-answer forwarding or voicemail.",
+    )
+
+
+class HuntMember(SchemaModel):
+    """``hunt_groups[].members[]:``"""
+
+    extension: Extension
+    ring_time: StrictInt = Field(
+        default=DEFAULT_RING_TIME, ge=1, le=600, description="Seconds this member rings."
+    )
+    dynamic: StrictBool = Field(
+        default=False, description="Rings only while logged in with the hunt-login code."
+    )
+
+
+class HuntGroup(SchemaModel):
+    """``hunt_groups[]:`` - a pilot number that rings a group of users."""
+
+    name: Name = Field(description="Unique name of the group.")
+    pilot: Pilot = Field(description="The number callers dial: 4 digits.")
+    strategy: StrategyName = Field(
+        default="sequential",
+        description="sequential (list order), circular (round-robin), longest-idle or "
+        "parallel (ring all).",
+    )
+    members: list[HuntMember] = Field(min_length=1, max_length=MAX_MEMBERS)
+    final: Destination = Field(
+        default_factory=lambda: Destination(type="hangup"),
+        description="Where the call goes when no member answers.",
+    )
+
+
+class WeekHours(SchemaModel):
+    """``schedules[].hours:`` - opening hours per weekday; a missing day is closed."""
+
+    mon: list[TimeRange] = Field(default_factory=list, max_length=48)
+    tue: list[TimeRange] = Field(default_factory=list, max_length=48)
+    wed: list[TimeRange] = Field(default_factory=list, max_length=48)
+    thu: list[TimeRange] = Field(default_factory=list, max_length=48)
+    fri: list[TimeRange] = Field(default_factory=list, max_length=48)
+    sat: list[TimeRange] = Field(default_factory=list, max_length=48)
+    sun: list[TimeRange] = Field(default_factory=list, max_length=48)
+
+    def ranges(self, weekday: int) -> list[str]:
+        """The ranges of ``weekday`` (0 = Monday)."""
+        value: list[str] = getattr(self, WEEKDAYS[weekday])
+        return value
+
+
+class Schedule(SchemaModel):
+    """``schedules[]:`` - business hours in the site's time zone, and holidays."""
+
+    name: Name = Field(description="Unique name, used by night_service.")
+    hours: WeekHours = Field(default_factory=WeekHours)
+    holidays: list[HolidayText] = Field(
+        default_factory=list, max_length=1000, description="Closed all day on these dates."
+    )
+
+
+class NightService(SchemaModel):
+    """``night_service[]:`` - while the schedule is closed, calls to these numbers go to
+    the destination."""
+
+    schedule: Name = Field(description="Name of a schedule.")
+    numbers: Annotated[
+        list[Annotated[str, BeforeValidator(_int_to_str)]], AfterValidator(_no_duplicates)
+    ] = Field(min_length=1, max_length=1000,
+              description="Extensions and hunt pilots diverted while closed.")
+    destination: Destination
+
+
+class FeatureCodes(SchemaModel):
+    """``feature_codes:`` - overrides of the default feature codes."""
+
+    dnd_on: FeatureCode | None = Field(default=None, description="Do not disturb on.")
+    dnd_off: FeatureCode | None = Field(default=None, description="Do not disturb off.")
+    forward_all_set: FeatureCode | None = Field(
+        default=None, description="Forward all calls; the target follows the code.")
+    forward_all_clear: FeatureCode | None = Field(default=None, description="Cancel forward all.")
+    forward_busy_set: FeatureCode | None = Field(
+        default=None, description="Forward when busy; the target follows the code.")
+    forward_busy_clear: FeatureCode | None = Field(
+        default=None, description="Cancel forward when busy.")
+    forward_no_answer_set: FeatureCode | None = Field(
+        default=None, description="Forward on no answer; the target follows the code.")
+    forward_no_answer_clear: FeatureCode | None = Field(
+        default=None, description="Cancel forward on no answer.")
+    hunt_login: FeatureCode | None = Field(
+        default=None, description="Log in to hunt groups (optionally a pilot follows).")
+    hunt_logout: FeatureCode | None = Field(
+        default=None, description="Log out of hunt groups (optionally a pilot follows).")
+    voicemail_own: FeatureCode | None = Field(default=None, description="Own voicemail.")
+    voicemail_any: FeatureCode | None = Field(
+        default=None, description="Any mailbox (optionally the mailbox follows).")
+    pickup_group: FeatureCode | None = Field(
+        default=None, description="Pick up a call ringing in the own pickup group.")
+    pickup_directed: FeatureCode | None = Field(
+        default=None, description="Pick up a call ringing at the extension that follows.")
+    park: FeatureCode | None = Field(
+        default=None, description="Park the call (optionally the slot follows).")
+    retrieve: FeatureCode | None = Field(
+        default=None, description="Retrieve a parked call; the slot follows.")
+
+    def codes(self) -> dict[Feature, str]:
+        """Every feature's code: the overrides, and the defaults for the rest."""
+        out = dict(DEFAULT_FEATURE_CODES)
+        for key, feature in FEATURE_KEYS.items():
+            code = getattr(self, key)
+            if code is not None:
+                out[feature] = code
+        return out
+
+    def overrides(self) -> dict[Feature, str]:
+        return {f: getattr(self, k) for k, f in FEATURE_KEYS.items()
+                if getattr(self, k) is not None}
+
+
+class Park(SchemaModel):
+    """``park:`` - call park slots 1..slots, retrieved with the retrieve code + slot."""
+
+    slots: StrictInt = Field(default=10, ge=1, le=99, description="Number of park slots.")
+    timeout: StrictInt = Field(
+        default=120, ge=10, le=3600,
+        description="Seconds a call stays parked before it rings back the parker.",
+    )
+
+
+class Did(SchemaModel):
+    """``trunks[].dids[]:`` - an inbound number and where its calls go."""
+
+    number: PhoneNumber = Field(
+        description="The number as the carrier sends it; a leading + is ignored when "
+        "matching, and numbers must be unique across trunks."
+    )
+    destination: Destination
+
+
+def _default_allow_from(data: Any) -> Any:
+    if isinstance(data, Mapping) and "allow_from" not in data:
+        host = data.get("host")
+        if isinstance(host, str) and _is_ip(host):
+            return {**data, "allow_from": [host]}
+    return data
+
+
+class Trunk(SchemaModel):
+    """``trunks[]:`` - a SIP trunk to a carrier. Outgoing calls use the first trunk (the
+    first with emergency: true for emergency calls)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
+    name: Name = Field(description="Unique name of the trunk.")
+    host: Host = Field(description="The carrier's SIP server.")
+    port: StrictInt = Field(default=5060, ge=1, le=65535)
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    username: Account | None = Field(default=None, description="Account / digest username.")
+    password: Password | None = Field(
+        default=None, description="Digest password. Write-only: never shown again."
+    )
+    auth_username: Account | None = Field(
+        default=None, description="Digest username when it differs from username."
+    )
+    realm: Realm | None = Field(
+        default=None, description="Expected digest realm; absent: whatever the carrier sends."
+    )
+    # "register" would shadow ABCMeta.register (pydantic warns); the document key is still
+    # "register", in and out.
+    register_: StrictBool = Field(
+        default=True, alias="register",
+        description="Register to the carrier (needs username and password).",
+    )
+    register_expires: StrictInt = Field(default=600, ge=60, le=86400,
+                                        description="Registration time asked for, seconds.")
+    from_domain: Host | None = Field(
+        default=None, description="Domain of the From header; absent: host."
+    )
+    caller_id: PhoneNumber | None = Field(
+        default=None, description="Outside number presented when the user has none."
+    )
+    emergency: StrictBool = Field(default=True, description="May carry emergency calls.")
+    allow_from: Annotated[list[Source], AfterValidator(_no_duplicates)] = Field(
+        default_factory=list, max_length=64,
+        description="Sources whose unauthenticated INVITEs are accepted as inbound calls "
+        "from this trunk. Default: host, if it is an IP address.",
+    )
+    dids: list[Did] = Field(default_factory=list, max_length=10000)
+
+    _fill_allow_from = model_validator(mode="before")(_default_allow_from)
+
+    def accepts_from(self, address: str) -> bool:
+        """Is ``address`` (an IP literal) one of ``allow_from``?"""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(src) for src in self.allow_from)
 
 
 class SiteSettings(SchemaModel):
@@ -251,6 +861,18 @@ class SiteSettings(SchemaModel):
         default="9", description="Digit dialled before an outside number; no extension may "
         "start with it."
     )
+    emergency_numbers: Annotated[
+        list[EmergencyNumber], AfterValidator(_no_duplicates)
+    ] = Field(
+        default_factory=lambda: ["911", "112"], min_length=1, max_length=10,
+        description="Always allowed and sent to a trunk that carries emergency calls, with or "
+        "without the outside-line digit; no extension or pilot may equal one.",
+    )
+    translations: list[Translation] = Field(
+        default_factory=list, max_length=100,
+        description="Rewrites of outside numbers; the first matching rule applies.",
+    )
+    restriction: Restriction = Field(default_factory=Restriction)
 
 
 class SipAccount(SchemaModel):
@@ -267,6 +889,27 @@ class User(SchemaModel):
     name: DisplayName = Field(description="Display name, shown as caller name.")
     extension: Extension
     sip: SipAccount
+    class_of_restriction: CorName = Field(
+        default="national", description="Which outside numbers the user may call."
+    )
+    forward: Forward = Field(default_factory=Forward)
+    dnd: StrictBool = Field(default=False, description="Do not disturb.")
+    voicemail: StrictBool = Field(default=True, description="The user has a mailbox.")
+    speed_dials: SpeedDials = Field(
+        default_factory=dict, max_length=100,
+        description='Key "1"-"99" -> dial string, e.g. {"1": "9555123"}.',
+    )
+    mobile: DialString | None = Field(
+        default=None, description="Single number reach: also ring this number (dialled as "
+        "the user would, so the class of restriction applies)."
+    )
+    mobile_delay: StrictInt = Field(
+        default=0, ge=0, le=60, description="Seconds after the desk phone the mobile rings."
+    )
+    caller_id: PhoneNumber | None = Field(
+        default=None, description="Outside number presented on trunk calls."
+    )
+    pickup_group: Name | None = Field(default=None, description="Call pickup group name.")
 
 
 class SipSettings(SchemaModel):
@@ -317,6 +960,12 @@ class Site(SchemaModel):
     site: SiteSettings
     users: list[User] = Field(default_factory=list, max_length=10000)
     sip: SipSettings = Field(default_factory=SipSettings)
+    hunt_groups: list[HuntGroup] = Field(default_factory=list, max_length=1000)
+    schedules: list[Schedule] = Field(default_factory=list, max_length=100)
+    night_service: list[NightService] = Field(default_factory=list, max_length=100)
+    feature_codes: FeatureCodes = Field(default_factory=FeatureCodes)
+    park: Park = Field(default_factory=Park)
+    trunks: list[Trunk] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Site:
@@ -346,6 +995,18 @@ class Site(SchemaModel):
         for user in self.users:
             if user.extension == extension:
                 return user
+        return None
+
+    def hunt_group_by_pilot(self, pilot: str) -> HuntGroup | None:
+        for group in self.hunt_groups:
+            if group.pilot == pilot:
+                return group
+        return None
+
+    def trunk_by_name(self, name: str) -> Trunk | None:
+        for trunk in self.trunks:
+            if trunk.name.casefold() == name.casefold():
+                return trunk
         return None
 
 
@@ -380,6 +1041,7 @@ def _cross_check(data: Any) -> list[tuple[Loc, str]]:
     sip = data.get("sip", {})
     if isinstance(sip, Mapping):
         problems.extend(_check_sip(sip))
+    problems.extend(_check_routing(data, outside))
     return problems
 
 
@@ -411,6 +1073,217 @@ def _check_users(users: list[Any], outside: str) -> list[tuple[Loc, str]]:
             if name is not None:
                 dup("username", name.casefold(), i, ("users", i, "sip", "username"),
                     shown=name, what="SIP username")
+    return problems
+
+
+class _Numbers:
+    """The site's numbers, from the plain data, for cross-reference checks."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.extensions: dict[str, int] = {}
+        self.voicemail: dict[str, bool] = {}
+        self.pilots: dict[str, int] = {}
+        users = data.get("users")
+        for i, user in enumerate(users if isinstance(users, list) else []):
+            if isinstance(user, Mapping):
+                ext = _scalar_key(user.get("extension"))
+                if ext is not None and ext not in self.extensions:
+                    self.extensions[ext] = i
+                    self.voicemail[ext] = user.get("voicemail", True) is not False
+        groups = data.get("hunt_groups")
+        for i, group in enumerate(groups if isinstance(groups, list) else []):
+            if isinstance(group, Mapping):
+                pilot = _scalar_key(group.get("pilot"))
+                if pilot is not None and pilot not in self.pilots:
+                    self.pilots[pilot] = i
+
+    def is_local(self, number: str) -> bool:
+        return number in self.extensions or number in self.pilots
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[tuple[int, Mapping[str, Any]]]:
+    value = data.get(key)
+    if not isinstance(value, list):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, Mapping)]
+
+
+def _check_destination(dest: Any, loc: Loc, numbers: _Numbers) -> list[tuple[Loc, str]]:
+    if not isinstance(dest, Mapping):
+        return []
+    kind = dest.get("type")
+    raw = dest.get("value")
+    value = _scalar_key(raw)
+    at = (*loc, "value")
+    if kind == "hangup":
+        if raw is not None and raw != "":
+            return [(at, 'must be empty for type "hangup"')]
+        return []
+    if kind not in ("extension", "voicemail", "attendant"):
+        return []  # pydantic reports the type
+    if raw is None:
+        return [(at, f'required for type "{kind}"')]
+    if value is None:
+        return []  # not a string: pydantic reports it
+    if kind == "extension" and not numbers.is_local(value):
+        return [(at, f"{_quote(value)} is not an extension or hunt group pilot of this site")]
+    if kind == "voicemail":
+        if value not in numbers.extensions:
+            return [(at, f"{_quote(value)} is not the extension of any user")]
+        if not numbers.voicemail[value]:
+            return [(at, f"{_quote(value)}: users[{numbers.extensions[value]}] has voicemail "
+                         "turned off")]
+    if kind == "attendant" and not _NAME_RE.match(value):
+        return [(at, f"{_quote(value)} is not an attendant name")]
+    return []
+
+
+def _emergency_numbers(site: Any) -> list[str]:
+    default = ["911", "112"]
+    if not isinstance(site, Mapping):
+        return default
+    value = site.get("emergency_numbers", default)
+    if not isinstance(value, list):
+        return default
+    return [key for key in map(_scalar_key, value) if key is not None]
+
+
+def _check_routing(data: Mapping[str, Any], outside: str) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    numbers = _Numbers(data)
+    emergency = _emergency_numbers(data.get("site"))
+
+    for i, user in _list(data, "users"):
+        ext = _scalar_key(user.get("extension"))
+        if ext is not None and ext in emergency and ext not in EMERGENCY_NUMBERS:
+            problems.append((("users", i, "extension"),
+                             f"{_quote(ext)} is an emergency number (site.emergency_numbers)"))
+        forward = user.get("forward")
+        if isinstance(forward, Mapping) and ext is not None and \
+                _scalar_key(forward.get("all")) == ext:
+            problems.append((("users", i, "forward", "all"),
+                             f"{_quote(ext)} would forward the user to themselves"))
+
+    names: dict[str, int] = {}
+    pilots: dict[str, int] = {}
+    for i, group in _list(data, "hunt_groups"):
+        loc: Loc = ("hunt_groups", i)
+        name = _scalar_key(group.get("name"))
+        if name is not None:
+            first = names.setdefault(name.casefold(), i)
+            if first != i:
+                problems.append(((*loc, "name"),
+                                 f"{_quote(name)} is already the name of hunt_groups[{first}]"))
+        pilot = _scalar_key(group.get("pilot"))
+        if pilot is not None:
+            first = pilots.setdefault(pilot, i)
+            if first != i:
+                problems.append(((*loc, "pilot"),
+                                 f"{_quote(pilot)} is already the pilot of hunt_groups[{first}]"))
+            elif pilot in numbers.extensions:
+                problems.append(((*loc, "pilot"), f"{_quote(pilot)} is already the extension "
+                                 f"of users[{numbers.extensions[pilot]}]"))
+            if outside and pilot.startswith(outside) and not pilot.startswith("0"):
+                problems.append(((*loc, "pilot"),
+                                 f"{_quote(pilot)} starts with the outside-line digit "
+                                 f"{_quote(outside)} (site.outside_line_digit)"))
+            if pilot in emergency:
+                problems.append(((*loc, "pilot"),
+                                 f"{_quote(pilot)} is an emergency number "
+                                 "(site.emergency_numbers)"))
+        members = group.get("members")
+        if not isinstance(members, list) or len(members) > MAX_MEMBERS:
+            members = []  # too many: pydantic says so, and one error is enough
+        seen: dict[str, int] = {}
+        for j, member in enumerate(members):
+            if not isinstance(member, Mapping):
+                continue
+            ext = _scalar_key(member.get("extension"))
+            if ext is None:
+                continue
+            mloc = (*loc, "members", j, "extension")
+            first = seen.setdefault(ext, j)
+            if first != j:
+                problems.append((mloc, f"{_quote(ext)} is already members[{first}]"))
+            elif ext not in numbers.extensions:
+                problems.append((mloc, f"{_quote(ext)} is not the extension of any user"))
+        final = group.get("final")
+        problems.extend(_check_destination(final, (*loc, "final"), numbers))
+        if isinstance(final, Mapping) and final.get("type") == "extension" and pilot is not None \
+                and _scalar_key(final.get("value")) == pilot:
+            problems.append(((*loc, "final", "value"),
+                             f"{_quote(pilot)} is the group's own pilot"))
+
+    schedules: dict[str, int] = {}
+    for i, schedule in _list(data, "schedules"):
+        name = _scalar_key(schedule.get("name"))
+        if name is not None:
+            first = schedules.setdefault(name, i)
+            if first != i:
+                problems.append((("schedules", i, "name"),
+                                 f"{_quote(name)} is already the name of schedules[{first}]"))
+
+    for i, night in _list(data, "night_service"):
+        loc = ("night_service", i)
+        name = _scalar_key(night.get("schedule"))
+        if name is not None and name not in schedules:
+            problems.append(((*loc, "schedule"), f"{_quote(name)} is not the name of a schedule"))
+        listed = night.get("numbers")
+        local: set[str] = set()
+        for j, number in enumerate(listed if isinstance(listed, list) else []):
+            key = _scalar_key(number)
+            if key is None:
+                continue
+            local.add(key)
+            if not numbers.is_local(key):
+                problems.append(((*loc, "numbers", j), f"{_quote(key)} is not an extension or "
+                                 "hunt group pilot of this site"))
+        dest = night.get("destination")
+        problems.extend(_check_destination(dest, (*loc, "destination"), numbers))
+        if isinstance(dest, Mapping) and dest.get("type") == "extension":
+            target = _scalar_key(dest.get("value"))
+            if target is not None and target in local:
+                problems.append(((*loc, "destination", "value"),
+                                 f"{_quote(target)} is itself diverted by this night service"))
+
+    codes = data.get("feature_codes")
+    if isinstance(codes, Mapping):
+        used = {code: f"{feature.value.replace('-', '_')} (default)"
+                for feature, code in DEFAULT_FEATURE_CODES.items()
+                if codes.get(feature.value.replace("-", "_")) is None}
+        for key, code in codes.items():
+            if key not in FEATURE_KEYS or not isinstance(code, str):
+                continue
+            other = used.setdefault(code, key)
+            if other != key:
+                problems.append((("feature_codes", key),
+                                 f"{_quote(code)} is already the code of {other}"))
+
+    trunk_names: dict[str, int] = {}
+    dids: dict[str, Loc] = {}
+    for i, trunk in _list(data, "trunks"):
+        loc = ("trunks", i)
+        name = _scalar_key(trunk.get("name"))
+        if name is not None:
+            first = trunk_names.setdefault(name.casefold(), i)
+            if first != i:
+                problems.append(((*loc, "name"),
+                                 f"{_quote(name)} is already the name of trunks[{first}]"))
+        if trunk.get("register", True) is True:
+            for field in ("username", "password"):
+                if trunk.get(field) is None:
+                    problems.append(((*loc, field),
+                                     "required when register is true (the default)"))
+        for j, did in _list(trunk, "dids"):
+            number = _scalar_key(did.get("number"))
+            if number is not None:
+                dloc: Loc = (*loc, "dids", j, "number")
+                first_loc = dids.setdefault(number.removeprefix("+"), dloc)
+                if first_loc != dloc:
+                    problems.append((dloc, f"{_quote(number)} is already listed at "
+                                     f"{_format_loc(first_loc[:-1])}"))
+            problems.extend(_check_destination(did.get("destination"),
+                                               (*loc, "dids", j, "destination"), numbers))
     return problems
 
 

@@ -1,4 +1,4 @@
-"""The agent's SQLite store: registrations, site versions, the audit log.
+"""The agent's SQLite store: registrations, site versions, the audit log, call records.
 
 One file, ``STATE_DIR/edgepbx.db``, mode 0600, in WAL mode with ``synchronous=NORMAL``: a
 commit is atomic and survives a crash of the process (``kill -9``); a power cut can lose
@@ -11,6 +11,12 @@ Hot path: the registrar batches binding changes and hands them to
 :meth:`Store.apply_binding_changes`, which applies a whole batch in ONE transaction (group
 commit). The store is synchronous; calls are short. It may be used from one thread at a time
 (an internal lock serialises callers, so an executor thread is also fine).
+
+Call detail records are the exception to ``synchronous=NORMAL``:
+:meth:`Store.append_call_records` commits with ``synchronous=FULL`` (the WAL is fsynced at
+that commit), so a crash or a power cut loses no finished call. CDR batches are rare next to
+REGISTERs, so the extra fsync costs little. :meth:`Store.open_readonly` is for the CLI: it
+reads the same file without writing anything, also while the agent is down.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
+from agent.cdr import CALL_RECORD_FIELDS, CallRecord, DailyCallStats, daily_stats, zone
+
 __all__ = [
+    "CDR_SCHEMA_VERSION",
     "DB_FILENAME",
     "MIGRATIONS",
     "AuditEntry",
@@ -179,8 +188,57 @@ def _m1_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def _m2_cdr(db: sqlite3.Connection) -> None:
+    # No "day" column: days depend on the site's time zone, which can change; they are
+    # computed at query time (agent.cdr.daily_stats).
+    db.execute(
+        """
+        CREATE TABLE cdr (
+            call_id      TEXT PRIMARY KEY,
+            direction    TEXT NOT NULL,
+            caller       TEXT NOT NULL,
+            caller_name  TEXT NOT NULL,
+            callee       TEXT NOT NULL,
+            dialed       TEXT NOT NULL,
+            start        REAL NOT NULL,
+            answer       REAL,
+            "end"        REAL NOT NULL,
+            disposition  TEXT NOT NULL,
+            hold_seconds REAL NOT NULL,
+            hunt_group   TEXT,
+            trunk        TEXT,
+            cause        TEXT NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX cdr_start ON cdr (start)")
+
+
+def _m3_user_state(db: sqlite3.Connection) -> None:
+    # What users change from their phones with feature codes (DND, forwards, hunt group
+    # logins): it overrides the site document until changed again, and survives restarts.
+    db.execute(
+        """
+        CREATE TABLE user_state (
+            extension  TEXT NOT NULL,
+            key        TEXT NOT NULL,
+            value      TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (extension, key)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 #: Ordered; migration ``i`` (0-based) brings the schema to version ``i + 1``.
-MIGRATIONS: Final[Sequence[Migration]] = (_m1_initial,)
+MIGRATIONS: Final[Sequence[Migration]] = (_m1_initial, _m2_cdr, _m3_user_state)
+
+#: The schema version from which the ``cdr`` table exists.
+CDR_SCHEMA_VERSION: Final = 2
+
+# "end" is an SQL keyword: every column name is quoted.
+_CDR_COLUMNS_SQL: Final = ", ".join(f'"{name}"' for name in CALL_RECORD_FIELDS)
+_cdr_values: Final = operator.attrgetter(*CALL_RECORD_FIELDS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,6 +287,34 @@ class Store:
         except StoreError:
             db.close()
             raise
+        return store
+
+    @classmethod
+    def open_readonly(cls, state_dir: str | Path) -> Store:
+        """Open an existing ``state_dir/edgepbx.db`` for reading only (the CLI's reports).
+
+        Nothing is created, migrated or written (``mode=ro``, ``query_only``); the agent may be
+        running or not. The schema may be older than this edgepbx's (check
+        :meth:`schema_version`). Raises :class:`StoreError` when there is no readable store.
+        """
+        path = Path(state_dir) / DB_FILENAME
+        if not path.is_file():
+            raise StoreError(f"no store at {path}")
+        try:
+            db = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                check_same_thread=False, timeout=10.0,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        store = cls(db, path)
+        try:
+            db.execute("PRAGMA query_only=ON")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"cannot read {path}: {exc}") from exc
         return store
 
     def _configure(self) -> None:
@@ -292,6 +378,11 @@ class Store:
 
     def schema_version(self) -> int:
         with self._lock:
+            exists = self._db.execute(
+                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            if exists is None:  # an empty file opened read-only
+                return 0
             row = self._db.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM schema_version"
             ).fetchone()
@@ -438,3 +529,102 @@ class Store:
         if row is None:
             return None
         return SiteVersion(int(row[0]), str(row[1]), float(row[2]), json.loads(row[3]))
+
+    # ---- call detail records
+
+    _CDR_INSERT_SQL: Final = (
+        f"INSERT OR IGNORE INTO cdr ({_CDR_COLUMNS_SQL}) "
+        f"VALUES ({', '.join('?' for _ in CALL_RECORD_FIELDS)})"
+    )
+
+    def append_call_records(self, records: Sequence[CallRecord]) -> int:
+        """Write a batch of finished calls in ONE transaction; returns how many were new.
+
+        Durable against power loss: the rest of the store commits with
+        ``synchronous=NORMAL``, which in WAL mode may lose the last commits on a power cut
+        (never consistency). A finished call must not be lost, so this commit runs with
+        ``synchronous=FULL`` (the WAL is fsynced before COMMIT returns): a crash loses no
+        finished call. The setting is per connection and cannot change inside a
+        transaction, so it is switched before BEGIN and restored to NORMAL afterwards, all
+        under the store's lock so no other commit runs in between.
+
+        Idempotent: ``INSERT OR IGNORE`` on ``call_id``, so a retried batch (or a record
+        already written) never duplicates; the first version of a call id wins.
+        """
+        batch = list(records)
+        for record in batch:
+            if not isinstance(record, CallRecord):
+                raise TypeError(f"not a CallRecord: {record!r}")
+        if not batch:
+            return 0
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._tx() as db:
+                    cur = db.executemany(self._CDR_INSERT_SQL, [_cdr_values(r) for r in batch])
+                    return max(0, cur.rowcount)
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def call_records(
+        self, since: float | None = None, until: float | None = None, limit: int | None = None,
+        newest_first: bool = True,
+    ) -> list[CallRecord]:
+        """Calls that started in ``[since, until)`` (epoch seconds; None: unbounded), ordered by
+        start (newest first by default); at most ``limit`` of them (the newest, or the oldest
+        with ``newest_first=False``)."""
+        sql = f"SELECT {_CDR_COLUMNS_SQL} FROM cdr"
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("start >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("start < ?")
+            params.append(until)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        order = "DESC" if newest_first else "ASC"
+        sql += f" ORDER BY start {order}, call_id {order}"
+        if limit is not None:
+            if limit < 0:
+                raise ValueError("limit must not be negative")
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [CallRecord(*r) for r in rows]
+
+    def daily_call_stats(
+        self, tz: str, since: float | None = None, until: float | None = None
+    ) -> list[DailyCallStats]:
+        """Per-day aggregates of the calls that started in ``[since, until)``, by the day of
+        their start in the time zone ``tz`` (IANA name, ``ValueError`` if unknown); oldest day
+        first, days with no calls omitted. Computed in Python: fine for an office's volume."""
+        zone_info = zone(tz)  # refuse a bad zone before reading anything
+        return daily_stats(self.call_records(since, until, newest_first=False), zone_info)
+
+
+    # -- user state (feature codes) -------------------------------------------------
+    def user_state(self) -> dict[str, dict[str, Any]]:
+        """Every user's feature-code state: extension -> key -> JSON value."""
+        with self._lock:
+            rows = self._db.execute("SELECT extension, key, value FROM user_state").fetchall()
+        out: dict[str, dict[str, Any]] = {}
+        for extension, key, value in rows:
+            out.setdefault(extension, {})[key] = json.loads(value)
+        return out
+
+    def set_user_state(self, extension: str, key: str, value: Any, now: float) -> None:
+        """Set (or with ``value`` None, clear) one key of a user's feature-code state."""
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM user_state WHERE extension = ? AND key = ?",
+                           (extension, key))
+            else:
+                db.execute(
+                    "INSERT INTO user_state (extension, key, value, updated_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT (extension, key) DO UPDATE SET value = excluded.value,"
+                    " updated_at = excluded.updated_at",
+                    (extension, key, json.dumps(value), now),
+                )

@@ -14,15 +14,20 @@ from agent.control import ControlServer
 
 class FakeProvider:
     def __init__(self, status: dict[str, Any] | None = None,
-                 phones: list[dict[str, Any]] | None = None) -> None:
+                 phones: list[dict[str, Any]] | None = None,
+                 calls: list[dict[str, Any]] | None = None) -> None:
         self._status = status if status is not None else {"version": "0.0.test", "pid": 1}
         self._phones = phones if phones is not None else []
+        self.active_calls: list[dict[str, Any]] = calls if calls is not None else []
 
     def status(self) -> dict[str, Any]:
         return self._status
 
     def phones(self) -> list[dict[str, Any]]:
         return self._phones
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self.active_calls
 
 
 @contextmanager
@@ -103,3 +108,6 @@ class FakeService:
         return [{"user": u.id, "contact": f"sip:{u.sip.username}@192.0.2.1", "transport": "udp",
                  "source": "192.0.2.1:5060", "user_agent": "fake", "expires_in": 60}
                 for u in self.site.users[:1]]
+
+    def active_calls(self) -> list[dict[str, Any]]:
+        return []

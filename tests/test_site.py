@@ -122,7 +122,7 @@ def test_minimal_document_is_valid_with_defaults() -> None:
         (with_("sip", {"min_expires": 7200}),
          ["sip.max_expires: 3600 must not be less than min_expires (7200)"]),
         (with_("sip", {"registrar": 1}), ["sip.registrar: unknown field"]),
-        (with_("trunks", []), ["trunks: unknown field"]),
+        (with_("trunk", []), ['trunk: unknown field (did you mean "trunks"?)']),
         ([], ["(document): must be a mapping"]),
         ({}, ["site: required field is missing"]),
     ],

@@ -1,0 +1,990 @@
+"""CallControl: the B2BUA. Transaction events in; requests, responses and call records out.
+
+It owns a sans-I/O :class:`~sipstack.transaction.TransactionLayer` and a heap of call
+timers, and never touches a socket or the clock: the agent feeds it parsed messages
+with ``now`` and sends what the layer queues. So every call flow, including hunt
+steps and no-answer timeouts, is tested on a virtual clock.
+
+The shape of a call (see ``model``): one A leg (we are its UAS) and the B legs it
+rings. The first B leg to answer is joined to the A leg; from then on each side's
+in-dialog requests are relayed to the other (re-INVITE, UPDATE, INFO), and BYE from
+either side ends both. Choices worth knowing:
+
+- Every INVITE from a phone is digest-authenticated (407), and the caller is the
+  authenticated user, never what the From header claims. Only a trunk's own
+  addresses may send INVITEs unauthenticated, and those are routed as outside
+  callers (lowest class of restriction: they never reach a trunk again).
+- BYE is answered at once and sent on to the other side: a dead far end must not
+  keep the near end's phone waiting.
+- A B leg whose INVITE carried an offer is ACKed as soon as its 2xx arrives; one
+  without (delayed offer) waits for the A leg's ACK, which carries the answer.
+- Answered calls are probed with in-dialog OPTIONS; a leg that stops answering
+  (timeout, 408 or 481) ends the call, so a phone that vanishes mid-call does not
+  leave a call (and its record) open forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from agent.calls.env import CallEnv, TrunkInfo, UserInfo
+from agent.calls.model import Call, CallState, Leg, LegState
+from agent.calls.plan import Dest, Plan, Refuse, RingPlan, ToApplication, plan_for
+from agent.calls.timers import Timers
+from dialplan.hunt import HuntState
+from dialplan.route import FeatureCode, route, route_target
+from dialplan.target import Target
+from sipstack.dialog import Dialog, DialogId, dialog_id_of_request
+from sipstack.digest import DigestError, Verdict, parse_credentials
+from sipstack.errors import SipParseError
+from sipstack.headers import Headers
+from sipstack.message import REASON_PHRASES, Request, Response, make_response
+from sipstack.peer import Peer
+from sipstack.sdp import SdpError, is_hold, parse_sdp
+from sipstack.transaction import (
+    AckReceived,
+    CancelReceived,
+    ClientTxKey,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    ServerTxKey,
+    StrayResponse,
+    TransactionError,
+    TransactionLayer,
+    TransactionLimitReached,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportError,
+    make_cancel,
+    new_branch,
+)
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, UPDATE, INFO, NOTIFY"
+MAX_REROUTES = 5
+SDP = "application/sdp"
+# Statuses that mean the far end is gone, not merely unwilling (keepalive probes).
+_GONE = frozenset({408, 481})
+_BUSY = frozenset({486, 600})
+_RELAYED = frozenset({"INVITE", "UPDATE", "INFO", "MESSAGE"})
+
+ResponseHandler = Callable[[Response | None, int, float], None]
+Application = Callable[[Call, ToApplication, float], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class EndedCall:
+    """What the call record is made of; the agent turns it into a CDR row."""
+
+    id: str
+    direction: str
+    caller: str
+    caller_name: str
+    callee: str
+    dialed: str
+    start: float
+    answer: float | None
+    end: float
+    disposition: str
+    hold_seconds: float
+    hunt_group: str | None
+    trunk: str | None
+    cause: str
+
+
+@dataclass(slots=True)
+class CallConfig:
+    keepalive_interval: float = 60.0  # in-dialog OPTIONS on answered legs; 0: off
+    server_header: str = "edgepbx"
+
+
+class CallControl:
+    def __init__(
+        self, layer: TransactionLayer, env: CallEnv, config: CallConfig | None = None
+    ) -> None:
+        self.layer = layer
+        self.env = env
+        self.config = config or CallConfig()
+        self.timers = Timers()
+        self.calls: dict[str, Call] = {}
+        self.applications: dict[str, Application] = {}
+        self._dialogs: dict[DialogId, Leg] = {}
+        self._a_legs: dict[ServerTxKey, Leg] = {}
+        self._handlers: dict[ClientTxKey, ResponseHandler] = {}
+        self._records: list[EndedCall] = []
+        self.auth_failures = 0
+        self.calls_total = 0
+
+    # -- the owner's API --------------------------------------------------------
+    def receive(self, message: Request | Response, peer: Peer, now: float) -> None:
+        self.layer.receive(message, peer, now)
+        self._drain(now)
+
+    def get_timer(self) -> float | None:
+        a, b = self.layer.get_timer(), self.timers.get_timer()
+        if a is None:
+            return b
+        return a if b is None else min(a, b)
+
+    def handle_timer(self, now: float) -> None:
+        self.layer.handle_timer(now)
+        self._drain(now)
+        self.timers.handle_timer(now)
+        self._drain(now)
+
+    def take_records(self) -> list[EndedCall]:
+        out, self._records = self._records, []
+        return out
+
+    def active(self, now: float) -> list[dict[str, object]]:
+        return [call.summary(now) for call in self.calls.values()]
+
+    def busy_extensions(self) -> frozenset[str]:
+        busy: set[str] = set()
+        for call in self.calls.values():
+            if call.caller_extension:
+                busy.add(call.caller_extension)
+            if call.peer is not None and call.peer.extension:
+                busy.add(call.peer.extension)
+            busy.update(leg.extension for leg in call.ringing if leg.extension)
+        return frozenset(busy)
+
+    # -- event dispatch ---------------------------------------------------------
+    def _drain(self, now: float) -> None:
+        layer = self.layer
+        while (event := layer.next_event()) is not None:
+            try:
+                self._dispatch(event, now)
+            except (SipParseError, TransactionError, SdpError, ValueError) as exc:
+                # Bad input from a peer, or a race the layer refused: the call goes
+                # on (or ends by its own timers); one bad message stops nothing else.
+                log.info("call event not handled", extra={"event": type(event).__name__,
+                                                          "why": str(exc)})
+
+    def _dispatch(self, event: Event, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            self._request(event.key, event.request, event.peer, now)
+        elif isinstance(event, ResponseReceived):
+            handler = self._handlers.get(event.key)
+            if handler is not None:
+                status = event.response.status
+                if status >= 200 and event.key.method != "INVITE":
+                    del self._handlers[event.key]
+                handler(event.response, status, now)
+        elif isinstance(event, AckReceived):
+            self._ack(event.request, now)
+        elif isinstance(event, CancelReceived):
+            self._cancel(event, now)
+        elif isinstance(event, StrayResponse):
+            self._stray(event.response, now)
+        elif isinstance(event, TransactionTimeout | TransportError):
+            self._failed_transaction(event, now)
+        elif isinstance(event, TransactionTerminated):
+            key = event.key
+            if isinstance(key, ClientTxKey):
+                self._handlers.pop(key, None)
+            else:
+                self._a_legs.pop(key, None)
+        elif isinstance(event, TransactionLimitReached):
+            self._stateless_reply(event.request, event.peer, 503)
+
+    def _failed_transaction(self, event: TransactionTimeout | TransportError, now: float) -> None:
+        key = event.key
+        if isinstance(key, ClientTxKey):
+            handler = self._handlers.pop(key, None)
+            if handler is not None:
+                handler(None, 408 if isinstance(event, TransactionTimeout) else 503, now)
+            return
+        leg = self._a_legs.get(key)
+        if leg is not None and isinstance(event, TransactionTimeout) and event.timer == "L":
+            # Our 2xx was never ACKed: the caller's phone is gone (§13.3.1.4).
+            self._end(leg.call, now, "failed" if leg.call.answer is None else "answered",
+                      "no-ack")
+
+    # -- requests ---------------------------------------------------------------
+    def _request(self, key: ServerTxKey, request: Request, peer: Peer, now: float) -> None:
+        method = request.method
+        if request.to.tag is not None:
+            self._in_dialog(key, request, peer, now)
+        elif method == "INVITE":
+            self._new_call(key, request, peer, now)
+        elif method == "SUBSCRIBE":
+            self._reply(key, request, 489, now)  # no event packages yet (MWI: voice issue)
+        elif method in ("BYE", "CANCEL", "UPDATE", "INFO", "REFER", "NOTIFY"):
+            self._reply(key, request, 481, now)
+        else:
+            self._reply(key, request, 405, now, extra=[("Allow", ALLOW)])
+
+    def _reply(
+        self,
+        key: ServerTxKey,
+        request: Request,
+        status: int,
+        now: float,
+        *,
+        to_tag: str | None = None,
+        reason: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+        contact: str | None = None,
+    ) -> None:
+        if to_tag is None and request.to.tag is None and status > 100:
+            to_tag = uuid.uuid4().hex[:16]
+        response = make_response(request, status, reason, to_tag=to_tag)
+        headers = response.headers
+        if contact is not None:
+            headers.add("Contact", contact)
+        for name, value in extra or ():
+            headers.add(name, value)
+        headers.add("Server", self.config.server_header)
+        if body:
+            headers.add("Content-Type", content_type or SDP)
+            response.body = body
+        try:
+            self.layer.send_response(key, response, now)
+        except TransactionError as exc:
+            log.debug("response not sent", extra={"status": status, "why": str(exc)})
+
+    def _stateless_reply(self, request: Request, peer: Peer, status: int) -> None:
+        if request.method == "ACK":
+            return
+        response = make_response(request, status, to_tag=uuid.uuid4().hex[:16])
+        self.layer.send_stateless(response, peer)
+
+    # -- a new call -------------------------------------------------------------
+    def _new_call(self, key: ServerTxKey, request: Request, peer: Peer, now: float) -> None:
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            self._reply(key, request, 483, now)
+            return
+        trunk = self.env.trunk_for_source(peer.host)
+        user: UserInfo | None = None
+        if trunk is None:
+            user = self._authenticate(key, request, now)
+            if user is None:
+                return
+        call_id = uuid.uuid4().hex
+        dialed = _dialed(request)
+        if user is not None:
+            call = Call(id=call_id, direction="internal", caller=user.extension,
+                        caller_name=user.name, dialed=dialed, start=now,
+                        caller_extension=user.extension)
+        else:
+            assert trunk is not None
+            frm = request.from_
+            number = getattr(frm.uri, "user", None) or "anonymous"
+            call = Call(id=call_id, direction="inbound", caller=number,
+                        caller_name=frm.display_name or "", dialed=dialed, start=now,
+                        trunk=trunk.name)
+        a = Leg(call=call, label=call.caller, peer=peer, incoming=True, server_key=key,
+                invite=request, to_tag=uuid.uuid4().hex[:16], extension=call.caller_extension)
+        call.a = a
+        self.calls[call_id] = call
+        self._a_legs[key] = a
+        self.calls_total += 1
+        if trunk is not None:
+            target = self.env.did_target(trunk.name, dialed)
+            if target is None:
+                self._refuse(call, Refuse(404, f"no DID {dialed} on trunk {trunk.name}"), now)
+                return
+            decision = route_target(self.env.model(), None, target, self.env.local_time(now),
+                                    self._hunt_states(now))
+        else:
+            decision = route(self.env.model(), call.caller_extension, dialed,
+                             self.env.local_time(now), self._hunt_states(now))
+        self._follow(call, plan_for(decision), now)
+
+    def _authenticate(self, key: ServerTxKey, request: Request, now: float) -> UserInfo | None:
+        """The caller, or None after answering 407 (the same answer for a wrong password
+        as for an unknown user: nothing to learn about who exists)."""
+        digest = self.env.digest
+        creds = None
+        for value in request.headers.get_all("proxy-authorization"):
+            parsed = parse_credentials(value)
+            if parsed is not None and parsed.realm == digest.realm:
+                creds = parsed
+                break
+        stale = False
+        if creds is not None:
+            result = digest.verify(
+                creds, method=request.method, now=now, ha1_lookup=self.env.ha1,
+                retransmission_key=f"{request.call_id}|{request.cseq.number}",
+            )
+            if result.verdict is Verdict.OK:
+                user = self.env.user_for_username(creds.username)
+                if user is not None:
+                    return user
+            stale = result.verdict is Verdict.STALE
+            if not stale:
+                self.auth_failures += 1
+                log.info("invite auth failed", extra={"username": creds.username[:64],
+                                                      "why": result.reason})
+        self._reply(key, request, 407, now,
+                    extra=[("Proxy-Authenticate", v) for v in digest.challenge(now, stale=stale)])
+        return None
+
+    def _hunt_states(self, now: float) -> dict[str, HuntState]:
+        busy = self.busy_extensions()
+        return {
+            group.pilot: self.env.hunt_state(group.pilot, busy, now)
+            for group in self.env.model().hunt_groups
+        }
+
+    # -- following a plan ---------------------------------------------------------
+    def _follow(self, call: Call, plan: Plan, now: float) -> None:
+        if isinstance(plan, Refuse):
+            self._refuse(call, plan, now)
+        elif isinstance(plan, RingPlan):
+            call.plan = plan
+            call.step = 0
+            if plan.hunt_group and call.hunt_group is None:
+                call.hunt_group = plan.hunt_group
+            if plan.diversion:
+                call.diversion = plan.diversion
+            self._start_step(call, now)
+        elif isinstance(plan, ToApplication):
+            app = self.applications.get(plan.kind)
+            if app is None or not app(call, plan, now):
+                self._refuse(call, Refuse(480, f"{plan.kind} is not available", "no-answer"),
+                             now)
+        elif isinstance(plan, FeatureCode):
+            self._feature(call, plan, now)
+
+    def _reroute(self, call: Call, target: Target, owner: str | None, now: float) -> None:
+        call.reroutes += 1
+        if call.reroutes > MAX_REROUTES:
+            self._refuse(call, Refuse(482, "too many reroutes"), now)
+            return
+        decision = route_target(self.env.model(), owner, target, self.env.local_time(now),
+                                self._hunt_states(now))
+        self._follow(call, plan_for(decision, call.diversion), now)
+
+    def _start_step(self, call: Call, now: float) -> None:
+        plan = call.plan
+        assert plan is not None
+        if call.step >= len(plan.steps):
+            self._exhausted(call, now)
+            return
+        step = plan.steps[call.step]
+        call.ringing = []
+        call.statuses = []
+        call.delayed = 0
+        for dest in step.dests:
+            if dest.delay > 0:
+                call.delayed += 1
+                token = call.step
+                call.timers.append(self.timers.at(
+                    now + dest.delay, partial(self._delayed_dest, call, dest, token)))
+            else:
+                self._ring(call, dest, now)
+        if step.timeout is not None:
+            token = call.step
+            call.timers.append(self.timers.at(
+                now + step.timeout, partial(self._step_timeout, call, token)))
+        if call.state is CallState.ROUTING and call.ringing:
+            call.state = CallState.RINGING
+        self._check_step(call, now)
+
+    def _delayed_dest(self, call: Call, dest: Dest, step: int, now: float) -> None:
+        if call.state in (CallState.ANSWERED, CallState.ENDED) or call.step != step:
+            return
+        call.delayed -= 1
+        self._ring(call, dest, now)
+        self._check_step(call, now)
+
+    def _step_timeout(self, call: Call, step: int, now: float) -> None:
+        if call.state in (CallState.ANSWERED, CallState.ENDED) or call.step != step:
+            return
+        call.delayed = 0
+        for leg in call.ringing:
+            if leg.state is not LegState.DONE:
+                call.statuses.append(480)
+                self._cancel_leg(leg, now)
+        self._check_step(call, now)
+
+    def _check_step(self, call: Call, now: float) -> None:
+        """Move on when every leg of the step has failed and nothing is still to ring."""
+        if call.state in (CallState.ANSWERED, CallState.ENDED):
+            return
+        if call.delayed or any(
+            leg.state is not LegState.DONE and not leg.cancel_wanted for leg in call.ringing
+        ):
+            return
+        plan = call.plan
+        assert plan is not None
+        statuses = call.statuses
+        for timer in call.timers:
+            timer.cancel()
+        call.timers = []
+        if statuses and all(s in _BUSY for s in statuses) and plan.on_busy is not None:
+            self._reroute(call, plan.on_busy, plan.owner, now)
+            return
+        call.step += 1
+        if call.step < len(plan.steps):
+            self._start_step(call, now)
+            return
+        self._exhausted(call, now)
+
+    def _exhausted(self, call: Call, now: float) -> None:
+        plan = call.plan
+        assert plan is not None
+        statuses = call.statuses
+        if plan.on_no_answer is not None and not (statuses and all(s in _BUSY for s in statuses)
+                                                  and plan.hunt_group is None):
+            self._reroute(call, plan.on_no_answer, plan.owner, now)
+            return
+        self._refuse(call, _final_refusal(statuses, bool(plan.steps and plan.steps[0].dests
+                                                         and plan.steps[0].dests[0].trunk)), now)
+
+    # -- B legs -------------------------------------------------------------------
+    def _ring(self, call: Call, dest: Dest, now: float) -> None:
+        if dest.extension is not None:
+            contacts = self.env.contacts(dest.extension, now)
+            if not contacts:
+                call.statuses.append(480)  # not registered
+                return
+            if call.hunt_group is not None:
+                self.env.hunt_offered(call.hunt_group, dest.extension)
+            for contact in contacts:
+                self._send_invite(call, dest, contact.uri, contact.peer, trunk=None, now=now)
+            return
+        trunk = self.env.trunk(dest.trunk or "")
+        if trunk is None or dest.number is None:
+            call.statuses.append(503)
+            return
+        call.trunk = trunk.name
+        if call.direction == "internal":
+            call.direction = "outbound"
+        port = f":{trunk.peer.port}" if trunk.peer.port != 5060 else ""
+        uri = f"sip:{dest.number}@{trunk.domain}{port}"
+        self._send_invite(call, dest, uri, trunk.peer, trunk=trunk, now=now)
+
+    def _send_invite(
+        self, call: Call, dest: Dest, uri: str, peer: Peer, *, trunk: TrunkInfo | None,
+        now: float,
+    ) -> None:
+        a_invite = call.a.invite
+        assert a_invite is not None
+        host, port = self.env.local_address(peer)
+        sent_by = _hostport(host, port)
+        transport = peer.transport.upper()
+        tparam = "" if peer.transport == "udp" else f";transport={peer.transport}"
+        headers = Headers()
+        headers.add("Via", f"SIP/2.0/{transport} {sent_by};branch={new_branch()};rport")
+        max_forwards = a_invite.max_forwards
+        headers.add("Max-Forwards", str(69 if max_forwards is None else max_forwards - 1))
+        if trunk is not None:
+            user = self.env.user_for_extension(call.caller_extension or "")
+            number = (user.caller_id if user else None) or trunk.caller_id or call.caller
+            headers.add("From", f'{_display(call.caller_name)}<sip:{number}@{trunk.from_domain}>'
+                                f";tag={uuid.uuid4().hex[:16]}")
+            headers.add("To", f"<{uri}>")
+            headers.add("P-Asserted-Identity", f"<sip:{number}@{trunk.from_domain}>")
+        else:
+            realm = self.env.realm
+            headers.add("From", f"{_display(call.caller_name)}<sip:{call.caller}@{realm}>"
+                                f";tag={uuid.uuid4().hex[:16]}")
+            headers.add("To", f"<sip:{dest.extension}@{realm}>")
+        headers.add("Call-ID", uuid.uuid4().hex)
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", f"<sip:edgepbx@{sent_by}{tparam}>")
+        headers.add("Allow", ALLOW)
+        headers.add("Supported", "replaces")
+        if call.diversion:
+            diversion = f"<sip:{call.diversion}@{self.env.realm}>;reason=unconditional"
+            headers.add("Diversion", diversion)
+        headers.add("User-Agent", self.config.server_header)
+        body = a_invite.body
+        if body:
+            headers.add("Content-Type", a_invite.headers.get("content-type") or SDP)
+        invite = Request("INVITE", uri, headers, body)
+        leg = Leg(call=call, label=dest.label, peer=peer, incoming=False, invite=invite,
+                  trunk=trunk.name if trunk else None, extension=dest.extension)
+        call.ringing.append(leg)
+        self._send_leg_invite(leg, invite, now)
+
+    def _send_leg_invite(self, leg: Leg, invite: Request, now: float) -> None:
+        try:
+            key = self.layer.send_request(invite, leg.peer, now)
+        except TransactionError as exc:
+            log.warning("could not send INVITE", extra={"why": str(exc)})
+            leg.state = LegState.DONE
+            leg.call.statuses.append(503)
+            return
+        leg.client_key = key
+        leg.invite = invite
+        self._handlers[key] = lambda r, s, t: self._leg_response(leg, r, s, t)
+
+    def _leg_response(self, leg: Leg, response: Response | None, status: int, now: float) -> None:
+        call = leg.call
+        if status < 200:
+            assert response is not None
+            if status == 100:
+                leg.provisional = True
+            else:
+                leg.provisional = True
+                if leg.state is LegState.TRYING:
+                    leg.state = LegState.EARLY
+                if not leg.cancel_wanted and leg in call.ringing:
+                    self._relay_provisional(call, response, now)
+            if leg.cancel_wanted:
+                self._send_cancel(leg, now)
+            return
+        if leg.client_key is not None:
+            self._handlers.pop(leg.client_key, None)
+        if status < 300:
+            assert response is not None
+            self._leg_answered(leg, response, now)
+            return
+        if status in (401, 407) and response is not None and self._retry_auth(leg, response, now):
+            return
+        leg.state = LegState.DONE
+        leg.status = status
+        if leg in call.ringing and call.state not in (CallState.ANSWERED, CallState.ENDED):
+            if not leg.cancel_wanted:
+                call.statuses.append(status)
+            self._check_step(call, now)
+
+    def _retry_auth(self, leg: Leg, response: Response, now: float) -> bool:
+        """A trunk challenged our INVITE: answer once with its credentials."""
+        trunk = self.env.trunk(leg.trunk or "")
+        if trunk is None or trunk.digest is None or leg.auth_tries >= 1 or leg.cancel_wanted:
+            return False
+        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
+        challenge = trunk.digest.choose(response.headers.get_all(header))
+        old = leg.invite
+        if challenge is None or old is None:
+            return False
+        try:
+            value = trunk.digest.authorize(challenge, "INVITE", old.uri)
+        except DigestError:
+            return False
+        leg.auth_tries += 1
+        headers = old.headers.copy()
+        via = headers.values("via")[0]
+        fresh = via.split(";branch=")[0] + f";branch={new_branch()};rport"
+        headers.replace_first_value("via", fresh)
+        headers.set("CSeq", f"{old.cseq.number + 1} INVITE")
+        headers.add("Authorization" if response.status == 401 else "Proxy-Authorization", value)
+        self._send_leg_invite(leg, Request("INVITE", old.uri, headers, old.body), now)
+        return True
+
+    def _relay_provisional(self, call: Call, response: Response, now: float) -> None:
+        a = call.a
+        if a.server_key is None or a.invite is None or call.state is not CallState.RINGING:
+            return
+        status = response.status
+        body = response.body if status == 183 else b""
+        self._reply(a.server_key, a.invite, status, now, to_tag=a.to_tag,
+                    contact=self._contact(a.peer), body=body,
+                    content_type=response.headers.get("content-type"))
+
+    def _leg_answered(self, leg: Leg, response: Response, now: float) -> None:
+        call = leg.call
+        leg.status = response.status
+        dialog = Dialog.as_uac(leg.invite, response, leg.peer)  # type: ignore[arg-type]
+        leg.dialog = dialog
+        leg.state = LegState.UP
+        if call.state in (CallState.ANSWERED, CallState.ENDED) or leg not in call.ringing:
+            # A second fork answered, or the caller already gave up: ACK and hang up.
+            self._ack_leg(leg, b"", now)
+            self._bye(leg, now)
+            return
+        a = call.a
+        assert a.invite is not None and a.server_key is not None
+        if leg.invite is not None and leg.invite.body:
+            self._ack_leg(leg, b"", now)
+        else:
+            a.relay_ack = leg
+        for timer in call.timers:
+            timer.cancel()
+        call.timers = []
+        call.state = CallState.ANSWERED
+        call.answer = now
+        call.peer = leg
+        call.callee = leg.label
+        if leg.trunk:
+            call.trunk = leg.trunk
+        for other in call.ringing:
+            if other is not leg:
+                self._cancel_leg(other, now)
+        call.ringing = [leg]
+        self._dialogs[dialog.id] = leg
+        ours = make_response(a.invite, 200, to_tag=a.to_tag)
+        contact = self._contact(a.peer)
+        ours.headers.add("Contact", contact)
+        a.dialog = Dialog.as_uas(a.invite, ours, a.peer)
+        a.state = LegState.UP
+        self._dialogs[a.dialog.id] = a
+        self._reply(a.server_key, a.invite, 200, now, to_tag=a.to_tag, contact=contact,
+                    body=response.body, content_type=response.headers.get("content-type"),
+                    extra=[("Allow", ALLOW), ("Supported", "replaces")])
+        self._arm_keepalive(a, now)
+        self._arm_keepalive(leg, now)
+
+    def _ack_leg(self, leg: Leg, body: bytes, now: float, content_type: str | None = None) -> None:
+        dialog = leg.dialog
+        invite = leg.invite
+        if dialog is None or invite is None:
+            return
+        host, port = self.env.local_address(leg.peer)
+        ack = dialog.new_request("ACK", sent_by=_hostport(host, port),
+                                 transport=leg.peer.transport, cseq=invite.cseq.number,
+                                 body=body, content_type=content_type or (SDP if body else None))
+        leg.ack = ack
+        self.layer.send_stateless(ack, leg.peer)
+
+    def _cancel_leg(self, leg: Leg, now: float) -> None:
+        if leg.state is LegState.DONE:
+            return
+        if leg.state is LegState.UP:
+            self._bye(leg, now)
+            return
+        leg.cancel_wanted = True
+        if leg.provisional:
+            self._send_cancel(leg, now)
+
+    def _send_cancel(self, leg: Leg, now: float) -> None:
+        invite = leg.invite
+        if invite is None or leg.state in (LegState.DONE, LegState.UP):
+            return
+        try:
+            self.layer.send_request(make_cancel(invite), leg.peer, now)
+        except TransactionError as exc:
+            log.debug("CANCEL not sent", extra={"why": str(exc)})
+        leg.provisional = False  # one CANCEL is enough; the INVITE's final response ends it
+
+    def _bye(self, leg: Leg, now: float) -> None:
+        dialog = leg.dialog
+        if dialog is None or leg.state is LegState.DONE:
+            leg.state = LegState.DONE
+            return
+        leg.state = LegState.DONE
+        self._dialogs.pop(dialog.id, None)
+        if leg.keepalive is not None:
+            leg.keepalive.cancel()
+        host, port = self.env.local_address(leg.peer)
+        bye = dialog.new_request("BYE", sent_by=_hostport(host, port),
+                                 transport=leg.peer.transport)
+        try:
+            self.layer.send_request(bye, leg.peer, now)
+        except TransactionError as exc:
+            log.debug("BYE not sent", extra={"why": str(exc)})
+
+    # -- the caller's side ----------------------------------------------------------
+    def _cancel(self, event: CancelReceived, now: float) -> None:
+        leg = self._a_legs.get(event.invite_key) if event.invite_key is not None else None
+        if leg is None:
+            self._reply(event.key, event.request, 481, now)
+            return
+        self._reply(event.key, event.request, 200, now)
+        call = leg.call
+        if not event.pending or call.state in (CallState.ANSWERED, CallState.ENDED):
+            return  # the CANCEL lost the race with our 2xx: the caller will BYE
+        assert leg.invite is not None and leg.server_key is not None
+        self._reply(leg.server_key, leg.invite, 487, now, to_tag=leg.to_tag)
+        self._end(call, now, "abandoned", "cancel")
+
+    def _ack(self, request: Request, now: float) -> None:
+        dialog_id = dialog_id_of_request(request)
+        leg = self._dialogs.get(dialog_id) if dialog_id is not None else None
+        if leg is None:
+            return
+        target = getattr(leg, "relay_ack", None)
+        if target is not None:
+            leg.relay_ack = None
+            ack_for = getattr(leg, "relay_ack_invite", None)
+            if ack_for is not None:
+                target.invite, saved = ack_for, target.invite
+                self._ack_leg(target, request.body, now, request.headers.get("content-type"))
+                target.invite = saved
+                leg.relay_ack_invite = None
+            else:
+                self._ack_leg(target, request.body, now, request.headers.get("content-type"))
+
+    def _stray(self, response: Response, now: float) -> None:
+        """A 2xx retransmission after the INVITE transaction ended: ACK it again."""
+        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
+            return
+        to_tag = response.to.tag
+        from_tag = response.from_.tag
+        if to_tag is None or from_tag is None:
+            return
+        leg = self._dialogs.get((response.call_id, from_tag, to_tag))
+        if leg is not None and leg.ack is not None:
+            self.layer.send_stateless(leg.ack, leg.peer)
+
+    # -- inside a dialog ------------------------------------------------------------
+    def _in_dialog(self, key: ServerTxKey, request: Request, peer: Peer, now: float) -> None:
+        dialog_id = dialog_id_of_request(request)
+        leg = self._dialogs.get(dialog_id) if dialog_id is not None else None
+        if leg is None or leg.dialog is None:
+            self._reply(key, request, 481, now)
+            return
+        dialog = leg.dialog
+        if not dialog.check_remote_cseq(request):
+            self._reply(key, request, 500, now, reason="CSeq Out Of Order")
+            return
+        method = request.method
+        call = leg.call
+        if method == "BYE":
+            self._reply(key, request, 200, now)
+            self._dialogs.pop(dialog.id, None)
+            leg.state = LegState.DONE
+            self._end(call, now, "answered", "caller-bye" if leg is call.a else "callee-bye")
+        elif method == "OPTIONS":
+            self._reply(key, request, 200, now, extra=[("Allow", ALLOW)])
+        elif method == "REFER":
+            self._refer(leg, key, request, now)
+        elif method in _RELAYED:
+            self._relay(leg, key, request, now)
+        elif method == "NOTIFY":
+            self._reply(key, request, 200, now)
+        else:
+            self._reply(key, request, 405, now, extra=[("Allow", ALLOW)])
+
+    def _relay(self, origin: Leg, key: ServerTxKey, request: Request, now: float) -> None:
+        call = origin.call
+        target = call.other(origin)
+        method = request.method
+        if target is None or target.dialog is None or target.state is not LegState.UP:
+            status = 200 if method == "INFO" else 491 if method in ("INVITE", "UPDATE") else 481
+            self._reply(key, request, status, now)
+            return
+        if method in ("INVITE", "UPDATE"):
+            if call.pending:
+                self._reply(key, request, 491, now)  # glare: one offer at a time (RFC 3261 §14.1)
+                return
+            call.pending += 1
+            origin.dialog.refresh_target(request)  # type: ignore[union-attr]
+        host, port = self.env.local_address(target.peer)
+        out = target.dialog.new_request(
+            method, sent_by=_hostport(host, port), transport=target.peer.transport,
+            contact=self._contact(target.peer) if method in ("INVITE", "UPDATE") else None,
+            body=request.body, content_type=request.headers.get("content-type"),
+        )
+        offered_hold = _hold_in(request)
+        try:
+            ckey = self.layer.send_request(out, target.peer, now)
+        except TransactionError:
+            if method in ("INVITE", "UPDATE"):
+                call.pending -= 1
+            self._reply(key, request, 500, now)
+            return
+
+        def relay_back(response: Response | None, status: int, t: float) -> None:
+            if status == 100:
+                return
+            final = status >= 200
+            if final and method in ("INVITE", "UPDATE"):
+                call.pending = max(0, call.pending - 1)
+                self._handlers.pop(ckey, None)
+            if response is None:
+                self._reply(key, request, status, t)
+                return
+            if final and status < 300:
+                if method in ("INVITE", "UPDATE"):
+                    target.dialog.refresh_target(response)  # type: ignore[union-attr]
+                    if offered_hold is not None:
+                        self._set_hold(origin, offered_hold, t)
+                if method == "INVITE":
+                    if out.body:
+                        self._ack_reinvite(target, out, t)
+                    else:
+                        origin.relay_ack = target
+                        origin.relay_ack_invite = out
+            contact = self._contact(origin.peer) if method in ("INVITE", "UPDATE") else None
+            self._reply(key, request, status, t, reason=response.reason, body=response.body,
+                        content_type=response.headers.get("content-type"),
+                        contact=contact if status < 300 else None)
+
+        self._handlers[ckey] = relay_back
+
+    def _ack_reinvite(self, leg: Leg, invite: Request, now: float) -> None:
+        saved = leg.invite
+        leg.invite = invite
+        self._ack_leg(leg, b"", now)
+        leg.invite = saved
+
+    def _set_hold(self, leg: Leg, hold: bool, now: float) -> None:
+        call = leg.call
+        leg.on_hold = hold
+        any_hold = call.a.on_hold or (call.peer is not None and call.peer.on_hold)
+        if any_hold and call.hold_since is None:
+            call.hold_since = now
+        elif not any_hold and call.hold_since is not None:
+            call.hold_seconds += now - call.hold_since
+            call.hold_since = None
+
+    def _refer(self, leg: Leg, key: ServerTxKey, request: Request, now: float) -> None:
+        self._reply(key, request, 501, now, reason="Transfer Not Available Yet")
+
+    # -- keepalive ------------------------------------------------------------------
+    def _arm_keepalive(self, leg: Leg, now: float) -> None:
+        interval = self.config.keepalive_interval
+        if interval <= 0:
+            return
+        leg.keepalive = self.timers.at(now + interval, lambda t: self._probe(leg, t))
+
+    def _probe(self, leg: Leg, now: float) -> None:
+        if leg.state is not LegState.UP or leg.dialog is None:
+            return
+        host, port = self.env.local_address(leg.peer)
+        options = leg.dialog.new_request("OPTIONS", sent_by=_hostport(host, port),
+                                         transport=leg.peer.transport)
+        try:
+            ckey = self.layer.send_request(options, leg.peer, now)
+        except TransactionError:
+            return
+
+        def answered(response: Response | None, status: int, t: float) -> None:
+            if status < 200:
+                return
+            if status in _GONE or (status == 503 and response is None):
+                if leg.state is LegState.UP:
+                    leg.state = LegState.DONE
+                    self._dialogs.pop(leg.dialog.id, None)  # type: ignore[union-attr]
+                    self._end(leg.call, t, "answered", "keepalive-timeout")
+                return
+            self._arm_keepalive(leg, t)
+
+        self._handlers[ckey] = answered
+
+    # -- features -------------------------------------------------------------------
+    def _feature(self, call: Call, code: FeatureCode, now: float) -> None:
+        extension = call.caller_extension
+        if extension is None:
+            self._refuse(call, Refuse(403, "feature codes need a known caller"), now)
+            return
+        try:
+            outcome = self.env.apply_feature(extension, code.feature, code.argument)
+        except ValueError as exc:
+            self._refuse(call, Refuse(403, str(exc)), now)
+            return
+        call.recorded = False
+        log.info("feature applied", extra={"extension": extension,
+                                           "feature": code.feature.value, "outcome": outcome})
+        # Without a media application to play a confirmation, the phone gets a final
+        # response whose reason phrase says what happened.
+        self._refuse(call, Refuse(480, outcome, "answered"), now, reason=outcome)
+
+    # -- ending -----------------------------------------------------------------------
+    def _refuse(
+        self, call: Call, refusal: Refuse, now: float, *, reason: str | None = None
+    ) -> None:
+        a = call.a
+        answerable = a.server_key is not None and a.invite is not None
+        if answerable and call.state is not CallState.ANSWERED:
+            assert a.server_key is not None and a.invite is not None
+            warning = f'399 edgepbx "{_warning(refusal.reason)}"'
+            extra = [("Warning", warning)] if reason is None else None
+            self._reply(a.server_key, a.invite, refusal.status, now, to_tag=a.to_tag,
+                        reason=reason, extra=extra)
+        log.info("call refused", extra={"call": call.id, "status": refusal.status,
+                                        "why": refusal.reason})
+        self._end(call, now, refusal.disposition, str(refusal.status))
+
+    def _end(self, call: Call, now: float, disposition: str, cause: str) -> None:
+        if call.state is CallState.ENDED:
+            return
+        was_answered = call.answer is not None
+        call.state = CallState.ENDED
+        call.end = now
+        for timer in call.timers:
+            timer.cancel()
+        call.timers = []
+        if call.hold_since is not None:
+            call.hold_seconds += now - call.hold_since
+            call.hold_since = None
+        for leg in call.legs():
+            if leg.keepalive is not None:
+                leg.keepalive.cancel()
+            if leg.state is LegState.UP:
+                self._bye(leg, now)
+            elif leg.state is not LegState.DONE and not leg.incoming:
+                self._cancel_leg(leg, now)
+            if leg.dialog is not None:
+                self._dialogs.pop(leg.dialog.id, None)
+        self.calls.pop(call.id, None)
+        if was_answered:
+            disposition = "answered"
+        elif disposition == "answered":
+            disposition = "failed"
+        if call.direction != "inbound" and call.caller_extension:
+            self.env.call_ended(call.caller_extension, now)
+        if call.peer is not None and call.peer.extension:
+            self.env.call_ended(call.peer.extension, now)
+        if not call.recorded:
+            return
+        self._records.append(EndedCall(
+            id=call.id, direction=call.direction, caller=call.caller,
+            caller_name=call.caller_name, callee=call.callee or _last_tried(call),
+            dialed=call.dialed, start=call.start, answer=call.answer, end=now,
+            disposition=disposition, hold_seconds=round(call.hold_seconds, 3),
+            hunt_group=call.hunt_group, trunk=call.trunk, cause=cause,
+        ))
+
+    def _contact(self, peer: Peer) -> str:
+        host, port = self.env.local_address(peer)
+        tparam = "" if peer.transport == "udp" else f";transport={peer.transport}"
+        return f"<sip:edgepbx@{_hostport(host, port)}{tparam}>"
+
+
+def _final_refusal(statuses: list[int], trunk: bool) -> Refuse:
+    if not statuses:
+        return Refuse(480, "nobody to ring", "no-answer")
+    if any(600 <= s < 700 for s in statuses):
+        status = next(s for s in statuses if s >= 600)
+        return Refuse(status, "declined everywhere", "busy" if status == 600 else "failed")
+    if any(s in _BUSY for s in statuses):
+        return Refuse(486, "busy", "busy")
+    if all(s == 408 for s in statuses):
+        return Refuse(408, "no response", "no-answer")
+    if trunk:
+        status = next((s for s in statuses if s not in (480, 487)), statuses[0])
+        return Refuse(status, REASON_PHRASES.get(status, "trunk refused"),
+                      "no-answer" if status in (480, 408) else "failed")
+    return Refuse(480, "no answer", "no-answer")
+
+
+def _last_tried(call: Call) -> str:
+    return call.ringing[-1].label if call.ringing else ""
+
+
+def _dialed(request: Request) -> str:
+    uri = request.request_uri
+    user = getattr(uri, "user", None)
+    if user is None:
+        user = getattr(request.to.uri, "user", None)
+    return (user or "").split(";", 1)[0]
+
+
+def _hold_in(request: Request) -> bool | None:
+    if not request.body or "sdp" not in (request.headers.get("content-type") or "").lower():
+        return None
+    try:
+        return is_hold(parse_sdp(request.body))
+    except SdpError:
+        return None
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _display(name: str) -> str:
+    if not name:
+        return ""
+    cleaned = name.replace("\\", "").replace('"', "")
+    return f'"{cleaned}" '
+
+
+def _warning(text: str) -> str:
+    return "".join(c for c in text if c.isprintable() and c not in '"\\')[:120]

@@ -1,0 +1,116 @@
+"""The site document's routing sections, mapped onto dialplan's pure routing model.
+
+:func:`routing_model` is a pure function of a validated :class:`agent.site.Site`: site
+validation checks every cross-reference that :class:`dialplan.model.SiteModel` relies on,
+so the mapping does not fail for a site that validated. Build the model once per applied
+site and hand it to :func:`dialplan.route.route`.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+
+from agent import site as doc
+from dialplan import hunt, model, numbers, restriction, schedule
+from dialplan.target import Target
+
+__all__ = ["did_destination", "routing_model", "target_of"]
+
+
+def target_of(destination: doc.Destination) -> Target:
+    """A document destination as a dialplan Target."""
+    value = destination.value or ""
+    if destination.type == "extension":  # a user's extension or a hunt pilot
+        return Target.number(value)
+    if destination.type == "voicemail":
+        return Target.voicemail(value)
+    if destination.type == "attendant":
+        return Target.attendant(value)
+    return Target.hangup()
+
+
+def did_destination(site: doc.Site, number: str) -> Target | None:
+    """Where an inbound call to ``number`` goes, or None if no trunk lists it.
+
+    A leading ``+`` is ignored on both sides, as in validation (DIDs are unique that way).
+    """
+    wanted = number.removeprefix("+")
+    for trunk in site.trunks:
+        for did in trunk.dids:
+            if did.number.removeprefix("+") == wanted:
+                return target_of(did.destination)
+    return None
+
+
+def _clock(minutes: int) -> time:
+    # dialplan.schedule.Hours: an end of 00:00 means midnight at the end of the day.
+    return time(0, 0) if minutes == 24 * 60 else time(minutes // 60, minutes % 60)
+
+
+def _schedule(entry: doc.Schedule, tz: str) -> schedule.Schedule:
+    hours: list[schedule.Hours] = []
+    for weekday in range(len(doc.WEEKDAYS)):
+        for text in entry.hours.ranges(weekday):
+            start, end = doc.parse_time_range(text)
+            hours.append(schedule.Hours(weekday, _clock(start), _clock(end)))
+    holidays: list[schedule.Holiday] = []
+    for text in entry.holidays:
+        first, last = doc.parse_holiday(text)
+        holidays.append(schedule.Holiday(first, None if last == first else last, text))
+    return schedule.Schedule(entry.name, tz, tuple(hours), tuple(holidays))
+
+
+def _user(user: doc.User) -> model.User:
+    fwd = user.forward
+    return model.User(
+        extension=user.extension,
+        cor=restriction.ClassOfRestriction[user.class_of_restriction.upper()],
+        forward=model.Forward(fwd.all, fwd.busy, fwd.no_answer, fwd.no_answer_timeout),
+        dnd=user.dnd,
+        voicemail=user.voicemail,
+        speed_dials=dict(user.speed_dials),
+        mobile=user.mobile,
+        mobile_delay=user.mobile_delay,
+        name=user.name,
+    )
+
+
+def _hunt_group(group: doc.HuntGroup) -> hunt.HuntGroup:
+    return hunt.HuntGroup(
+        pilot=group.pilot,
+        strategy=hunt.Strategy(group.strategy),
+        members=tuple(hunt.Member(m.extension, m.ring_time, m.dynamic) for m in group.members),
+        final=target_of(group.final),
+        name=group.name,
+    )
+
+
+def routing_model(site: doc.Site) -> model.SiteModel:
+    """The routing view of ``site``. Pure; raises only if ``site`` bypassed validation."""
+    settings = site.site
+    rules = settings.restriction
+    return model.SiteModel(
+        users=tuple(_user(u) for u in site.users),
+        hunt_groups=tuple(_hunt_group(g) for g in site.hunt_groups),
+        schedules=tuple(_schedule(s, settings.timezone) for s in site.schedules),
+        night_services=tuple(
+            model.NightService(n.schedule, frozenset(n.numbers), target_of(n.destination))
+            for n in site.night_service
+        ),
+        trunks=tuple(model.Trunk(t.name, t.emergency) for t in site.trunks),
+        numbering=numbers.NumberingPlan(
+            outside_digit=settings.outside_line_digit,
+            emergency_numbers=tuple(settings.emergency_numbers),
+            translations=tuple(
+                numbers.Translation(t.pattern, t.replacement) for t in settings.translations
+            ),
+        ),
+        restriction=restriction.RestrictionRules(
+            home_country_code=rules.home_country_code,
+            local_prefixes=tuple(rules.local_prefixes),
+            international_prefixes=tuple(rules.international_prefixes),
+            national_prefixes=tuple(rules.national_prefixes),
+            premium_prefixes=tuple(rules.premium_prefixes),
+        ),
+        feature_codes=model.FeatureCodes(site.feature_codes.overrides()),
+    )
