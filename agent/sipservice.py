@@ -26,6 +26,7 @@ from typing import Any
 
 from agent.calls.engine import CallConfig, CallControl, EndedCall
 from agent.calls.site_env import SiteCallEnv
+from agent.calls.trunks import TrunkRegistrations
 from agent.cdr import CallRecord
 from agent.listen import ListenSpec, hostport
 from agent.site import Site
@@ -167,6 +168,8 @@ class SipService:
             TransactionLayer(LayerConfig()), self.call_env,
             CallConfig(server_header=f"edgepbx/{version()}"),
         )
+        self.trunks = TrunkRegistrations(self.calls, self.local_address,
+                                         f"edgepbx/{version()}")
         self._call_timer: asyncio.TimerHandle | None = None
         self._call_deadline: float | None = None
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
@@ -213,6 +216,9 @@ class SipService:
         self.call_env.digest = registration.digest
         self.call_env.apply_site(site)
         self.site = site
+        if self._loop is not None:
+            self.trunks.apply(site, time.time())
+            self._flush()
         self._persist(self._drop_removed_users())
 
     def _drop_removed_users(self) -> list[Change]:
@@ -236,6 +242,8 @@ class SipService:
             self.listeners.append(Listener(spec, bound))
             log.info("listening", extra={"transport": spec.transport, "address": hostport(*bound)})
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self.trunks.apply(self.site, time.time())
+        self._flush()
 
     async def _open(self, spec: ListenSpec) -> tuple[str, int]:
         if spec.transport == "udp":
@@ -263,6 +271,7 @@ class SipService:
             self._sweeper.cancel()
         if self._call_timer is not None:
             self._call_timer.cancel()
+        self.trunks.stop(time.time())
         self._flush()
         for udp in self._udp.values():
             udp.close()
@@ -308,7 +317,8 @@ class SipService:
         self._arm_call_timer()
 
     def _arm_call_timer(self) -> None:
-        deadline = self.calls.get_timer()
+        deadlines = [d for d in (self.calls.get_timer(), self.trunks.get_timer()) if d is not None]
+        deadline = min(deadlines, default=None)
         if deadline == self._call_deadline:
             return
         if self._call_timer is not None:
@@ -322,7 +332,9 @@ class SipService:
     def _on_call_timer(self) -> None:
         self._call_timer = None
         self._call_deadline = None
-        self.calls.handle_timer(time.time())
+        now = time.time()
+        self.calls.handle_timer(now)
+        self.trunks.handle_timer(now)
         self._flush()
 
     def _persist_records(self, ended: list[EndedCall]) -> None:
@@ -437,6 +449,7 @@ class SipService:
             "calls_total": self.calls.calls_total,
             "invite_auth_failures": self.calls.auth_failures,
             "transactions": self.calls.layer.active_count(),
+            "trunks": self.trunks.status(time.time()),
         }
 
     def active_calls(self) -> list[dict[str, Any]]:

@@ -669,6 +669,56 @@ def bump_version(sdp: SessionDescription) -> SessionDescription:
     return result
 
 
+_COMPLEMENT = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
+               "inactive": "inactive"}
+
+
+def answer_from(offer: SessionDescription, source: SessionDescription) -> SessionDescription:
+    """An RFC 3264 answer to ``offer`` that points media at ``source``'s addresses.
+
+    For joining two parties that each made an offer (call pickup: the caller's
+    INVITE and the picker's INVITE): each gets, as its answer, the other's
+    session, cut down to what it offered. Per m= line of the offer, in order:
+    the codecs both sides have (matched by encoding name and clock rate) with
+    the offer's payload numbers (RFC 3264 §6.1), the source's address and port,
+    and the direction that complements the offer's. A stream the source lacks,
+    or with no common codec, is rejected (port 0).
+    """
+    answer = copy.deepcopy(source)
+    answer.attributes = [a for a in answer.attributes
+                         if not (a[1] is None and a[0] in DIRECTIONS)]
+    answer.origin.sess_version += 1
+    streams: list[MediaDescription] = []
+    for index, wanted in enumerate(offer.media):
+        have = answer.media[index] if index < len(source.media) else None
+        offered = rtpmap(wanted)
+        theirs = rtpmap(have) if have is not None and have.media == wanted.media else {}
+        names = {(enc.lower(), rate) for enc, rate, _ in theirs.values()}
+        common = [pt for pt, (enc, rate, _) in offered.items() if (enc.lower(), rate) in names]
+        if have is None or not common or wanted.port == 0 or have.port == 0:
+            streams.append(MediaDescription(wanted.media, 0, wanted.proto, wanted.formats[:1]))
+            continue
+        maps = {pt: v for pt, v in fmtp(wanted).items() if pt in common}
+        attributes: list[Attribute] = [
+            (name, value) for name, value in have.attributes
+            if name not in ("rtpmap", "fmtp") and not (value is None and name in DIRECTIONS)
+        ]
+        for pt in common:
+            enc, rate, channels = offered[pt]
+            suffix = f"/{channels}" if channels else ""
+            attributes.append(("rtpmap", f"{pt} {enc}/{rate}{suffix}"))
+            if pt in maps:
+                attributes.append(("fmtp", f"{pt} {maps[pt]}"))
+        attributes.append((_COMPLEMENT[direction(wanted, offer)], None))
+        have.formats = [str(pt) for pt in common]
+        have.attributes = attributes
+        if have.connection is None and answer.connection is None and source.connection:
+            have.connection = source.connection
+        streams.append(have)
+    answer.media = streams
+    return answer
+
+
 # --- addresses -----------------------------------------------------------------------
 
 _PRIVATE_NETWORKS = tuple(

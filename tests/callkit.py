@@ -262,7 +262,7 @@ class Phone:
         return self.h.feed(("\r\n".join(lines) + "\r\n\r\n").encode() + body, self.peer)
 
     def request_to(self, request: Request, method: str, *, tag: str = "callee", cseq: int = 1,
-                   body: bytes = b"") -> list[tuple[Request | Response, Peer]]:
+                   body: bytes = b"", extra: str = "") -> list[tuple[Request | Response, Peer]]:
         """A request from the callee side inside the dialog the B2BUA's ``request`` made."""
         frm = request.headers.get("from") or ""
         to = (request.headers.get("to") or "").split(";tag=")[0]
@@ -277,6 +277,7 @@ class Phone:
             f"CSeq: {cseq} {method}",
             f"Contact: <sip:{self.extension}@{self.peer.host}:{self.peer.port}>",
         ]
+        lines += [line for line in extra.split("\r\n") if line]
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")

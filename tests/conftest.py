@@ -274,6 +274,24 @@ class AgentProcess:
         assert isinstance(data, list), f"unexpected phones output: {res.stdout!r}"
         return data
 
+    def calls(self) -> list[dict[str, Any]]:
+        """Active calls, from `edgepbx calls --json`."""
+        res = self.cli("calls", "--json")
+        assert res.returncode == 0, f"edgepbx calls --json failed: {res.stderr}\n{res.stdout}"
+        data = json.loads(res.stdout)
+        if isinstance(data, dict):  # tolerate {"calls": [...]} as well as a bare list
+            data = data.get("calls", [])
+        assert isinstance(data, list), f"unexpected calls output: {res.stdout!r}"
+        return data
+
+    def cdr(self) -> list[dict[str, Any]]:
+        """Finished calls, newest first, from `edgepbx cdr --format json` (read from the store)."""
+        res = self.cli("cdr", "--format", "json")
+        assert res.returncode == 0, f"edgepbx cdr --format json failed: {res.stderr}\n{res.stdout}"
+        data = json.loads(res.stdout)
+        assert isinstance(data, list), f"unexpected cdr output: {res.stdout!r}"
+        return data
+
     def status(self) -> dict[str, Any]:
         res = self.cli("status", "--json")
         assert res.returncode == 0, f"edgepbx status --json failed: {res.stderr}\n{res.stdout}"

@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from functools import partial
 
 from agent.calls.env import CallEnv, TrunkInfo, UserInfo
+from agent.calls.features import Features
 from agent.calls.model import Call, CallState, Leg, LegState
 from agent.calls.plan import Dest, Plan, Refuse, RingPlan, ToApplication, plan_for
 from agent.calls.timers import Timers
 from dialplan.hunt import HuntState
+from dialplan.model import Feature
 from dialplan.route import FeatureCode, route, route_target
 from dialplan.target import Target
 from sipstack.dialog import Dialog, DialogId, dialog_id_of_request
@@ -44,7 +46,13 @@ from sipstack.errors import SipParseError
 from sipstack.headers import Headers
 from sipstack.message import REASON_PHRASES, Request, Response, make_response
 from sipstack.peer import Peer
-from sipstack.sdp import SdpError, is_hold, parse_sdp
+from sipstack.sdp import (
+    SdpError,
+    is_hold,
+    is_private_address,
+    parse_sdp,
+    with_connection_address,
+)
 from sipstack.transaction import (
     AckReceived,
     CancelReceived,
@@ -120,6 +128,7 @@ class CallControl:
         self._records: list[EndedCall] = []
         self.auth_failures = 0
         self.calls_total = 0
+        self.features = Features(self)
 
     # -- the owner's API --------------------------------------------------------
     def receive(self, message: Request | Response, peer: Peer, now: float) -> None:
@@ -137,6 +146,15 @@ class CallControl:
         self._drain(now)
         self.timers.handle_timer(now)
         self._drain(now)
+
+    def send_request(
+        self, request: Request, peer: Peer, now: float, handler: ResponseHandler
+    ) -> ClientTxKey:
+        """Send a request of our own (trunk REGISTER, ...) and have ``handler`` called with
+        each response, or with None and 408/503 when the transaction fails."""
+        key = self.layer.send_request(request, peer, now)
+        self._handlers[key] = handler
+        return key
 
     def take_records(self) -> list[EndedCall]:
         out, self._records = self._records, []
@@ -290,7 +308,14 @@ class CallControl:
         self._a_legs[key] = a
         self.calls_total += 1
         if trunk is not None:
+            # Carriers put the DID in the Request-URI, or (sending to our registered
+            # Contact) only in the To header.
             target = self.env.did_target(trunk.name, dialed)
+            to_user = getattr(request.to.uri, "user", None)
+            if target is None and to_user:
+                target = self.env.did_target(trunk.name, to_user)
+                if target is not None:
+                    call.dialed = dialed = to_user
             if target is None:
                 self._refuse(call, Refuse(404, f"no DID {dialed} on trunk {trunk.name}"), now)
                 return
@@ -501,9 +526,13 @@ class CallControl:
             diversion = f"<sip:{call.diversion}@{self.env.realm}>;reason=unconditional"
             headers.add("Diversion", diversion)
         headers.add("User-Agent", self.config.server_header)
-        body = a_invite.body
+        content_type = a_invite.headers.get("content-type")
+        if call.offer is not None:
+            body, content_type = call.offer, SDP
+        else:
+            body = nat_fixed(a_invite.body, content_type, call.a.peer)
         if body:
-            headers.add("Content-Type", a_invite.headers.get("content-type") or SDP)
+            headers.add("Content-Type", content_type or SDP)
         invite = Request("INVITE", uri, headers, body)
         leg = Leg(call=call, label=dest.label, peer=peer, incoming=False, invite=invite,
                   trunk=trunk.name if trunk else None, extension=dest.extension)
@@ -533,7 +562,7 @@ class CallControl:
                 if leg.state is LegState.TRYING:
                     leg.state = LegState.EARLY
                 if not leg.cancel_wanted and leg in call.ringing:
-                    self._relay_provisional(call, response, now)
+                    self._relay_provisional(call, response, leg.peer, now)
             if leg.cancel_wanted:
                 self._send_cancel(leg, now)
             return
@@ -576,15 +605,17 @@ class CallControl:
         self._send_leg_invite(leg, Request("INVITE", old.uri, headers, old.body), now)
         return True
 
-    def _relay_provisional(self, call: Call, response: Response, now: float) -> None:
+    def _relay_provisional(
+        self, call: Call, response: Response, peer: Peer, now: float
+    ) -> None:
         a = call.a
         if a.server_key is None or a.invite is None or call.state is not CallState.RINGING:
             return
         status = response.status
-        body = response.body if status == 183 else b""
+        content_type = response.headers.get("content-type")
+        body = nat_fixed(response.body, content_type, peer) if status == 183 else b""
         self._reply(a.server_key, a.invite, status, now, to_tag=a.to_tag,
-                    contact=self._contact(a.peer), body=body,
-                    content_type=response.headers.get("content-type"))
+                    contact=self._contact(a.peer), body=body, content_type=content_type)
 
     def _leg_answered(self, leg: Leg, response: Response, now: float) -> None:
         call = leg.call
@@ -598,11 +629,34 @@ class CallControl:
             self._bye(leg, now)
             return
         a = call.a
+        if a.state is LegState.UP:
+            # The A side is already in a session (transfer, park ring-back): third-party
+            # call control joins them (see features).
+            self._settle_answer(call, leg, now)
+            self.features.join_answered(call, leg, response, now)
+            return
         assert a.invite is not None and a.server_key is not None
         if leg.invite is not None and leg.invite.body:
             self._ack_leg(leg, b"", now)
         else:
             a.relay_ack = leg
+        self._settle_answer(call, leg, now)
+        ours = make_response(a.invite, 200, to_tag=a.to_tag)
+        contact = self._contact(a.peer)
+        ours.headers.add("Contact", contact)
+        a.dialog = Dialog.as_uas(a.invite, ours, a.peer)
+        a.state = LegState.UP
+        self._dialogs[a.dialog.id] = a
+        content_type = response.headers.get("content-type")
+        self._reply(a.server_key, a.invite, 200, now, to_tag=a.to_tag, contact=contact,
+                    body=nat_fixed(response.body, content_type, leg.peer),
+                    content_type=content_type,
+                    extra=[("Allow", ALLOW), ("Supported", "replaces")])
+        self._arm_keepalive(a, now)
+        self._arm_keepalive(leg, now)
+
+    def _settle_answer(self, call: Call, leg: Leg, now: float) -> None:
+        """``leg`` won: stop the ring timers, cancel the other legs, make it the peer."""
         for timer in call.timers:
             timer.cancel()
         call.timers = []
@@ -616,18 +670,52 @@ class CallControl:
             if other is not leg:
                 self._cancel_leg(other, now)
         call.ringing = [leg]
-        self._dialogs[dialog.id] = leg
-        ours = make_response(a.invite, 200, to_tag=a.to_tag)
-        contact = self._contact(a.peer)
-        ours.headers.add("Contact", contact)
-        a.dialog = Dialog.as_uas(a.invite, ours, a.peer)
-        a.state = LegState.UP
-        self._dialogs[a.dialog.id] = a
-        self._reply(a.server_key, a.invite, 200, now, to_tag=a.to_tag, contact=contact,
-                    body=response.body, content_type=response.headers.get("content-type"),
-                    extra=[("Allow", ALLOW), ("Supported", "replaces")])
-        self._arm_keepalive(a, now)
-        self._arm_keepalive(leg, now)
+        if leg.dialog is not None:
+            self._dialogs[leg.dialog.id] = leg
+        if call.a.state is LegState.UP:
+            self._arm_keepalive(leg, now)
+
+    def _reinvite(
+        self, leg: Leg, body: bytes, now: float,
+        done: Callable[[Response | None, int, float, Request], None],
+    ) -> None:
+        """Send ``leg`` a re-INVITE with ``body`` (an offer; b"": ask it for one) and call
+        ``done`` with the final response. With an offer, its 2xx is ACKed here; without,
+        ``done`` must ACK with the answer (``_ack_with``)."""
+        dialog = leg.dialog
+        if dialog is None or leg.state is not LegState.UP:
+            done(None, 481, now, Request("INVITE", "sip:invalid"))
+            return
+        host, port = self.env.local_address(leg.peer)
+        out = dialog.new_request("INVITE", sent_by=_hostport(host, port),
+                                 transport=leg.peer.transport, contact=self._contact(leg.peer),
+                                 body=body, content_type=SDP if body else None)
+        leg.call.pending += 1
+
+        def handler(response: Response | None, status: int, t: float) -> None:
+            if status < 200:
+                return
+            leg.call.pending = max(0, leg.call.pending - 1)
+            self._handlers.pop(ckey, None)
+            if response is not None and 200 <= status < 300:
+                dialog.refresh_target(response)
+                if body:
+                    self._ack_with(leg, out, b"", t)
+            done(response, status, t, out)
+
+        try:
+            ckey = self.layer.send_request(out, leg.peer, now)
+        except TransactionError:
+            leg.call.pending = max(0, leg.call.pending - 1)
+            done(None, 503, now, out)
+            return
+        self._handlers[ckey] = handler
+
+    def _ack_with(self, leg: Leg, invite: Request, body: bytes, now: float) -> None:
+        saved = leg.invite
+        leg.invite = invite
+        self._ack_leg(leg, body, now)
+        leg.invite = saved
 
     def _ack_leg(self, leg: Leg, body: bytes, now: float, content_type: str | None = None) -> None:
         dialog = leg.dialog
@@ -768,7 +856,8 @@ class CallControl:
         out = target.dialog.new_request(
             method, sent_by=_hostport(host, port), transport=target.peer.transport,
             contact=self._contact(target.peer) if method in ("INVITE", "UPDATE") else None,
-            body=request.body, content_type=request.headers.get("content-type"),
+            body=nat_fixed(request.body, request.headers.get("content-type"), origin.peer),
+            content_type=request.headers.get("content-type"),
         )
         offered_hold = _hold_in(request)
         try:
@@ -796,22 +885,18 @@ class CallControl:
                         self._set_hold(origin, offered_hold, t)
                 if method == "INVITE":
                     if out.body:
-                        self._ack_reinvite(target, out, t)
+                        self._ack_with(target, out, b"", t)
                     else:
                         origin.relay_ack = target
                         origin.relay_ack_invite = out
             contact = self._contact(origin.peer) if method in ("INVITE", "UPDATE") else None
-            self._reply(key, request, status, t, reason=response.reason, body=response.body,
-                        content_type=response.headers.get("content-type"),
+            rtype = response.headers.get("content-type")
+            self._reply(key, request, status, t, reason=response.reason,
+                        body=nat_fixed(response.body, rtype, target.peer), content_type=rtype,
                         contact=contact if status < 300 else None)
 
         self._handlers[ckey] = relay_back
 
-    def _ack_reinvite(self, leg: Leg, invite: Request, now: float) -> None:
-        saved = leg.invite
-        leg.invite = invite
-        self._ack_leg(leg, b"", now)
-        leg.invite = saved
 
     def _set_hold(self, leg: Leg, hold: bool, now: float) -> None:
         call = leg.call
@@ -824,7 +909,7 @@ class CallControl:
             call.hold_since = None
 
     def _refer(self, leg: Leg, key: ServerTxKey, request: Request, now: float) -> None:
-        self._reply(key, request, 501, now, reason="Transfer Not Available Yet")
+        self.features.refer(leg, key, request, now)
 
     # -- keepalive ------------------------------------------------------------------
     def _arm_keepalive(self, leg: Leg, now: float) -> None:
@@ -863,6 +948,17 @@ class CallControl:
         if extension is None:
             self._refuse(call, Refuse(403, "feature codes need a known caller"), now)
             return
+        feature = code.feature
+        if feature in (Feature.PICKUP_GROUP, Feature.PICKUP_DIRECTED):
+            self.features.pickup(call, code, now)
+            return
+        if feature is Feature.RETRIEVE:
+            self.features.retrieve(call, code.argument, now)
+            return
+        if feature is Feature.PARK:
+            self._refuse(call, Refuse(403, "park a call by transferring it to the park code"),
+                         now)
+            return
         try:
             outcome = self.env.apply_feature(extension, code.feature, code.argument)
         except ValueError as exc:
@@ -891,7 +987,12 @@ class CallControl:
                                         "why": refusal.reason})
         self._end(call, now, refusal.disposition, str(refusal.status))
 
-    def _end(self, call: Call, now: float, disposition: str, cause: str) -> None:
+    def _end(
+        self, call: Call, now: float, disposition: str, cause: str,
+        *, keep: tuple[Leg, ...] = (),
+    ) -> None:
+        """End ``call``: hang up or cancel its legs (but those in ``keep``, which a
+        transfer moves on), and write its record."""
         if call.state is CallState.ENDED:
             return
         was_answered = call.answer is not None
@@ -904,6 +1005,8 @@ class CallControl:
             call.hold_seconds += now - call.hold_since
             call.hold_since = None
         for leg in call.legs():
+            if leg in keep:
+                continue
             if leg.keepalive is not None:
                 leg.keepalive.cancel()
             if leg.state is LegState.UP:
@@ -913,6 +1016,8 @@ class CallControl:
             if leg.dialog is not None:
                 self._dialogs.pop(leg.dialog.id, None)
         self.calls.pop(call.id, None)
+        if call.parked_slot is not None and self.features.parked.get(call.parked_slot) is call:
+            del self.features.parked[call.parked_slot]
         if was_answered:
             disposition = "answered"
         elif disposition == "answered":
@@ -964,6 +1069,26 @@ def _dialed(request: Request) -> str:
     if user is None:
         user = getattr(request.to.uri, "user", None)
     return (user or "").split(";", 1)[0]
+
+
+def nat_fixed(body: bytes, content_type: str | None, peer: Peer) -> bytes:
+    """The SDP of a phone behind NAT, with its private address replaced by the public
+    one its packets come from, so that the far end sends media where it can arrive.
+
+    Only when the SDP names a private address and the packet came from a public one:
+    phones on the office LAN (private both) are left alone. Cheap first check on the
+    bytes, because this runs for every INVITE and answer.
+    """
+    if not body or is_private_address(peer.host) or "sdp" not in (content_type or SDP).lower():
+        return body
+    try:
+        sdp = parse_sdp(body)
+    except SdpError:
+        return body
+    hosts = [sdp.connection] + [m.connection for m in sdp.media]
+    if not any(c is not None and is_private_address(c.host) for c in hosts):
+        return body
+    return with_connection_address(sdp, peer.host, only_private=True).serialize()
 
 
 def _hold_in(request: Request) -> bool | None:

@@ -96,6 +96,7 @@ class Call:
     parked_slot: int | None = None
     diversion: str | None = None  # the number that diverted the call (Diversion header)
     plan: RingPlan | None = None
+    offer: bytes | None = None  # SDP for new B legs; None: the A leg's INVITE body
     recorded: bool = True  # feature-code calls are not calls: no record
     step: int = 0  # index into plan.steps
     delayed: int = 0  # destinations of this step still waiting for their delay

@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import LOOPBACK, SiteUser, free_port, require_binary, short_tempdir
@@ -56,8 +57,9 @@ class Sipp:
         self.binary = binary
         self.workdir = workdir
         self.runs = 0
+        self.background: list[SippProcess] = []
 
-    def run(
+    def command(
         self,
         scenario: str,
         target_port: int,
@@ -70,8 +72,11 @@ class Sipp:
         expires: int = 600,
         target_host: str = LOOPBACK,
         timeout: float = 30.0,
+        local_port: int | None = None,
+        local_ip: str = LOOPBACK,
         extra: Sequence[str] = (),
-    ) -> SippResult:
+    ) -> tuple[list[str], Path, Path]:
+        """The SIPp command line, and its error and message log paths."""
         self.runs += 1
         tag = f"{Path(scenario).stem}-{transport}-{self.runs}"
         errors = self.workdir / f"{tag}-errors.log"
@@ -80,9 +85,10 @@ class Sipp:
             self.binary,
             "-sf", str(SCENARIOS / scenario),
             f"{target_host}:{target_port}",
-            "-i", LOOPBACK,
+            "-i", local_ip,
             # An explicit free local port: SIPp's default is 5060, which `make run` uses.
-            "-p", str(free_port()),
+            # A given one: e.g. the port a callee registered from and now answers on.
+            "-p", str(local_port if local_port is not None else free_port()),
             "-t", {"udp": "u1", "tcp": "t1"}[transport],
             "-key", "domain", domain,
             "-key", "expires", str(expires),
@@ -102,22 +108,25 @@ class Sipp:
         if users:
             cmd += ["-inf", str(write_injection(self.workdir / f"{tag}.csv", users))]
         cmd += list(extra)
-        proc = subprocess.run(
-            cmd,
-            check=False,
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout + 15,
-        )
+        return cmd, errors, messages
 
-        def read(p: Path) -> str:
-            return p.read_text(errors="replace") if p.exists() else ""
+    def run(self, scenario: str, target_port: int, *, timeout: float = 30.0,
+            **kwargs: Any) -> SippResult:
+        """Run a scenario to its end (keyword arguments: see command())."""
+        return self.start(scenario, target_port, timeout=timeout, **kwargs).wait()
 
-        return SippResult(proc.returncode, proc.stdout + proc.stderr, read(errors),
-                          read(messages), cmd)
+    def start(self, scenario: str, target_port: int, *, timeout: float = 30.0,
+              **kwargs: Any) -> SippProcess:
+        """Start a scenario in the background, e.g. a UAS; wait() for its result. Still
+        running at the fixture's teardown: killed."""
+        cmd, errors, messages = self.command(scenario, target_port, timeout=timeout, **kwargs)
+        screen = messages.with_name(messages.name.replace("-messages.log", "-screen.log"))
+        handle = screen.open("w+b")
+        proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                stdout=handle, stderr=subprocess.STDOUT)
+        running = SippProcess(proc, cmd, errors, messages, handle, timeout + 15)
+        self.background.append(running)
+        return running
 
     def expect_success(self, scenario: str, target_port: int, **kwargs: object) -> SippResult:
         result = self.run(scenario, target_port, **kwargs)  # type: ignore[arg-type]
@@ -125,9 +134,62 @@ class Sipp:
         assert result.returncode == 0, result.explain()
         return result
 
+    def close(self) -> None:
+        for running in self.background:
+            running.kill()
+
+
+class SippProcess:
+    """A SIPp started by Sipp.start()."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], command: list[str], errors: Path,
+                 messages: Path, screen: Any, limit: float) -> None:
+        self.proc = proc
+        self.command = command
+        self.errors = errors
+        self.messages = messages
+        self._screen = screen
+        self.limit = limit
+        self.result: SippResult | None = None
+
+    def wait(self, timeout: float | None = None) -> SippResult:
+        """Its result once it exits (SIPp ends after -m calls, or at its -timeout)."""
+        if self.result is not None:
+            return self.result
+        try:
+            rc = self.proc.wait(timeout=self.limit if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"sipp did not end: {' '.join(self.command)}\n"
+                                 + self._read_screen()[-3000:]) from None
+        self.result = SippResult(rc, self._read_screen(), _read(self.errors),
+                                 _read(self.messages), self.command)
+        self._screen.close()
+        return self.result
+
+    def _read_screen(self) -> str:
+        self._screen.flush()
+        self._screen.seek(0)
+        return self._screen.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if not self._screen.closed:
+            self._screen.close()
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
 
 @pytest.fixture
 def sipp() -> Iterator[Sipp]:
     binary = require_binary("sipp", "sip-tester")
     with short_tempdir("sipp-") as work:
-        yield Sipp(binary, work)
+        runner = Sipp(binary, work)
+        try:
+            yield runner
+        finally:
+            runner.close()
