@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -42,6 +43,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEFAULT_LISTENS = ("udp:0.0.0.0:5060", "tcp:0.0.0.0:5060")
 STOP_TIMEOUT = 10.0
+GC_GEN0_THRESHOLD = 20_000  # see tune_gc()
 LOCK_FILENAME = "agent.lock"
 
 
@@ -53,6 +55,7 @@ class SipServiceLike(Protocol):
     def apply_site(self, site: Site) -> None: ...
     def status(self) -> dict[str, Any]: ...
     def phones(self) -> list[dict[str, Any]]: ...
+    def active_calls(self) -> list[dict[str, Any]]: ...
 
 
 ServiceFactory = Callable[..., SipServiceLike]
@@ -309,6 +312,7 @@ class Agent:
         })
         systemd.ready(self._status_line())
         self._ready = True
+        tune_gc()
         if self._reload_pending:
             self._on_sighup()
         try:
@@ -427,6 +431,20 @@ def _run_loop(coro_factory: Callable[[], Any], loop_choice: str) -> int:
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         result: int = runner.run(coro_factory())
     return result
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a long-running SIP server.
+
+    Everything loaded at start (the site, the registrar, modules) lives as long as
+    the process: freeze it out of the collector's scans. Calls make short-lived
+    cycles (legs and calls refer to each other) by the thousand per second; with
+    the default gen-0 threshold of 700 allocations the collector ran several
+    hundred times per second and took 16% of the call path (measured in
+    bench/calls). A larger threshold collects the same garbage in fewer passes.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

@@ -279,3 +279,35 @@ def test_calls_drop_back_to_zero_and_every_call_has_a_record(h: Harness) -> None
     assert len(h.calls.take_records()) == 6
     h.advance(120)
     assert h.calls.timers.get_timer() is None
+
+
+@pytest.mark.parametrize("source, sdp_ip, rewritten", [
+    ("203.0.113.5", "192.168.1.20", True),  # behind NAT: the public source wins
+    ("203.0.113.5", "10.1.2.3", True),
+    ("203.0.113.5", "172.20.0.9", True),
+    ("203.0.113.5", "203.0.113.5", False),  # public phone: as it said
+    ("192.168.1.20", "192.168.1.20", False),  # on the office LAN
+    ("127.0.0.1", "10.0.0.1", False),  # loopback: nothing crossed a NAT
+])
+def test_sdp_of_a_phone_behind_nat_gets_its_public_address(
+    source: str, sdp_ip: str, rewritten: bool
+) -> None:
+    from agent.calls.engine import nat_fixed
+    from sipstack.peer import Peer
+
+    body = sdp(sdp_ip)
+    fixed = nat_fixed(body, "application/sdp", Peer("udp", source, 5060))
+    assert (fixed != body) == rewritten
+    if rewritten:
+        assert f"c=IN IP4 {source}".encode() in fixed
+
+
+def test_invite_from_a_phone_behind_nat_reaches_the_callee_with_its_public_address(
+    h: Harness,
+) -> None:
+    alice = Phone(h, "1001", "203.0.113.5", 40000)
+    bob = Phone(h, "1002", "10.0.0.2")
+    h.env.register("1002", bob.peer)
+    out = alice.invite("1002", body=sdp("192.168.1.20"))
+    invite = _invite_to(out, bob)
+    assert b"c=IN IP4 203.0.113.5" in invite.body

@@ -25,14 +25,16 @@ either side ends both. Choices worth knowing:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-import uuid
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 from agent.calls.env import CallEnv, TrunkInfo, UserInfo
 from agent.calls.features import Features
+from agent.calls.ids import new_id, new_tag
 from agent.calls.model import Call, CallState, Leg, LegState
 from agent.calls.plan import Dest, Plan, Refuse, RingPlan, ToApplication, plan_for
 from agent.calls.timers import Timers
@@ -254,7 +256,7 @@ class CallControl:
         contact: str | None = None,
     ) -> None:
         if to_tag is None and request.to.tag is None and status > 100:
-            to_tag = uuid.uuid4().hex[:16]
+            to_tag = new_tag()
         response = make_response(request, status, reason, to_tag=to_tag)
         headers = response.headers
         if contact is not None:
@@ -273,7 +275,7 @@ class CallControl:
     def _stateless_reply(self, request: Request, peer: Peer, status: int) -> None:
         if request.method == "ACK":
             return
-        response = make_response(request, status, to_tag=uuid.uuid4().hex[:16])
+        response = make_response(request, status, to_tag=new_tag())
         self.layer.send_stateless(response, peer)
 
     # -- a new call -------------------------------------------------------------
@@ -288,7 +290,7 @@ class CallControl:
             user = self._authenticate(key, request, now)
             if user is None:
                 return
-        call_id = uuid.uuid4().hex
+        call_id = new_id()
         dialed = _dialed(request)
         if user is not None:
             call = Call(id=call_id, direction="internal", caller=user.extension,
@@ -302,7 +304,7 @@ class CallControl:
                         caller_name=frm.display_name or "", dialed=dialed, start=now,
                         trunk=trunk.name)
         a = Leg(call=call, label=call.caller, peer=peer, incoming=True, server_key=key,
-                invite=request, to_tag=uuid.uuid4().hex[:16], extension=call.caller_extension)
+                invite=request, to_tag=new_tag(), extension=call.caller_extension)
         call.a = a
         self.calls[call_id] = call
         self._a_legs[key] = a
@@ -355,12 +357,8 @@ class CallControl:
                     extra=[("Proxy-Authenticate", v) for v in digest.challenge(now, stale=stale)])
         return None
 
-    def _hunt_states(self, now: float) -> dict[str, HuntState]:
-        busy = self.busy_extensions()
-        return {
-            group.pilot: self.env.hunt_state(group.pilot, busy, now)
-            for group in self.env.model().hunt_groups
-        }
+    def _hunt_states(self, now: float) -> Mapping[str, HuntState]:
+        return _HuntStates(self, now)
 
     # -- following a plan ---------------------------------------------------------
     def _follow(self, call: Call, plan: Plan, now: float) -> None:
@@ -509,15 +507,15 @@ class CallControl:
             user = self.env.user_for_extension(call.caller_extension or "")
             number = (user.caller_id if user else None) or trunk.caller_id or call.caller
             headers.add("From", f'{_display(call.caller_name)}<sip:{number}@{trunk.from_domain}>'
-                                f";tag={uuid.uuid4().hex[:16]}")
+                                f";tag={new_tag()}")
             headers.add("To", f"<{uri}>")
             headers.add("P-Asserted-Identity", f"<sip:{number}@{trunk.from_domain}>")
         else:
             realm = self.env.realm
             headers.add("From", f"{_display(call.caller_name)}<sip:{call.caller}@{realm}>"
-                                f";tag={uuid.uuid4().hex[:16]}")
+                                f";tag={new_tag()}")
             headers.add("To", f"<sip:{dest.extension}@{realm}>")
-        headers.add("Call-ID", uuid.uuid4().hex)
+        headers.add("Call-ID", new_id())
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<sip:edgepbx@{sent_by}{tparam}>")
         headers.add("Allow", ALLOW)
@@ -1042,6 +1040,29 @@ class CallControl:
         return f"<sip:edgepbx@{_hostport(host, port)}{tparam}>"
 
 
+class _HuntStates(Mapping[str, HuntState]):
+    """Hunt group states, computed only for the group a call actually reaches: working
+    out who is busy walks every call, which most calls (to a user) never need."""
+
+    def __init__(self, cc: CallControl, now: float) -> None:
+        self._cc = cc
+        self._now = now
+        self._busy: frozenset[str] | None = None
+
+    def __getitem__(self, pilot: str) -> HuntState:
+        if self._cc.env.model().hunt_group(pilot) is None:
+            raise KeyError(pilot)
+        if self._busy is None:
+            self._busy = self._cc.busy_extensions()
+        return self._cc.env.hunt_state(pilot, self._busy, self._now)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([g.pilot for g in self._cc.env.model().hunt_groups])
+
+    def __len__(self) -> int:
+        return len(self._cc.env.model().hunt_groups)
+
+
 def _final_refusal(statuses: list[int], trunk: bool) -> Refuse:
     if not statuses:
         return Refuse(480, "nobody to ring", "no-answer")
@@ -1071,6 +1092,24 @@ def _dialed(request: Request) -> str:
     return (user or "").split(";", 1)[0]
 
 
+# A c= line naming an RFC 1918, CGNAT, link-local or ULA address: the cheap test that
+# lets the SDP of phones on the LAN (or with public addresses) pass unparsed.
+_PRIVATE_C_LINE = re.compile(
+    rb"^c=IN IP4 (?:10\.|192\.168\.|172\.(?:1[6-9]|2\d|3[01])\.|169\.254\."
+    rb"|100\.(?:6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.)|^c=IN IP6 (?:f[cd]|fe[89ab])",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
+@lru_cache(maxsize=4096)
+def _on_lan(host: str) -> bool:
+    """Private or loopback: packets from there did not cross a NAT to reach us."""
+    try:
+        return is_private_address(host) or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def nat_fixed(body: bytes, content_type: str | None, peer: Peer) -> bytes:
     """The SDP of a phone behind NAT, with its private address replaced by the public
     one its packets come from, so that the far end sends media where it can arrive.
@@ -1079,7 +1118,9 @@ def nat_fixed(body: bytes, content_type: str | None, peer: Peer) -> bytes:
     phones on the office LAN (private both) are left alone. Cheap first check on the
     bytes, because this runs for every INVITE and answer.
     """
-    if not body or is_private_address(peer.host) or "sdp" not in (content_type or SDP).lower():
+    if not body or _on_lan(peer.host) or not _PRIVATE_C_LINE.search(body):
+        return body
+    if "sdp" not in (content_type or SDP).lower():
         return body
     try:
         sdp = parse_sdp(body)

@@ -23,10 +23,10 @@ call for the joined parties, so the records say who talked to whom and for how l
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from agent.calls.ids import new_id
 from agent.calls.model import Call, CallState, Leg, LegState
 from agent.calls.plan import Dest, Refuse, RingPlan, Step, plan_for
 from dialplan.model import Feature
@@ -109,7 +109,7 @@ class Features:
         cc = self.cc
         cc._end(call, now, "answered", "transferred", keep=(keep, leaving))
         user = cc.env.user_for_extension(keep.extension) if keep.extension else None
-        new = Call(id=uuid.uuid4().hex, direction="internal" if keep.extension else "inbound",
+        new = Call(id=new_id(), direction="internal" if keep.extension else "inbound",
                    caller=keep.label, caller_name=user.name if user else "", dialed=dialed,
                    start=now, caller_extension=keep.extension, trunk=keep.trunk)
         new.a = keep

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "bench" / "results"
 HERE = Path(__file__).resolve().parent
 UAC_AUTH = HERE / "uac_auth.xml"
 UAS = HERE / "uas.xml"
@@ -496,6 +497,9 @@ def measure(args: argparse.Namespace, name: str, caller: Caller,
         out["max_clean_rate"] = out["best_throughput"] = 0
         return out
     time.sleep(1.0)
+    if args.profile:
+        out["profile"] = profile_step(args, name, caller, proc.pid)
+        return out
     out["hold"] = with_hold(args, name, caller, proc.pid, uas_stat)
     if not alive():
         return out
@@ -505,6 +509,44 @@ def measure(args: argparse.Namespace, name: str, caller: Caller,
     if alive():
         out["rss_after_kib"] = reg.vm_rss_kib(proc.pid)
     return out
+
+
+def profile_step(args: argparse.Namespace, name: str, caller: Caller, pid: int) -> str | None:
+    """One step at ``--profile`` calls/s under py-spy; prints the top functions by own time."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not os.access(py_spy, os.X_OK):
+        print("  py-spy not installed (pip install -e .[bench]); no profile")
+        return None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    outfile = RESULTS / f"calls-profile-{name}-{dt.datetime.now():%Y%m%d-%H%M%S}.txt"
+    raw = outfile.with_suffix(".raw")
+    spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "250",
+                            "--format", "raw", "--output", str(raw)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    step = run_calls(caller, args.profile, int(args.profile * args.seconds), seconds=args.seconds)
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+    own: dict[str, int] = {}
+    total = 0
+    if raw.exists():
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            total += int(count)
+            leaf = stack.split(";")[-1]
+            own[leaf] = own.get(leaf, 0) + int(count)
+        raw.unlink()
+    top = sorted(own.items(), key=lambda kv: -kv[1])[:30]
+    text = "\n".join(f"{n:6d} {100 * n / max(1, total):5.1f}%  {f}" for f, n in top)
+    outfile.write_text(text + "\n")
+    print(f"  profiled step at {args.profile}/s: achieved {step.achieved:.0f}/s, "
+          f"{total} samples; own time:\n{text}", flush=True)
+    return str(outfile.relative_to(REPO))
 
 
 # ------------------------------------------------------------------------------ main
@@ -582,6 +624,8 @@ def main() -> int:
     ap.add_argument("--write-site", type=Path, metavar="PATH",
                     help="write the benchmark's site document (JSON, valid YAML) and exit")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--profile", type=int, metavar="RATE", default=0,
+                    help="instead of the ladder: one step at RATE under py-spy (edgepbx only)")
     args = ap.parse_args()
     args.users = max(1, min(args.users, 1000))
     args.rates = args.rates or (QUICK_RATES if args.quick else DEFAULT_RATES)

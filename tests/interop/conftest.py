@@ -167,6 +167,13 @@ class SippProcess:
         self._screen.close()
         return self.result
 
+    def stop(self) -> SippResult:
+        """End it now (SIGTERM), e.g. a peer that must have received nothing, and return its
+        result. SIPp writes its message log as it goes, so the log is complete."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.wait(timeout=10)
+
     def _read_screen(self) -> str:
         self._screen.flush()
         self._screen.seek(0)
