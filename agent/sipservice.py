@@ -168,6 +168,7 @@ class SipService:
             TransactionLayer(LayerConfig()), self.call_env,
             CallConfig(server_header=f"edgepbx/{version()}"),
         )
+        self._apply_park(site)
         self.trunks = TrunkRegistrations(self.calls, self.local_address,
                                          f"edgepbx/{version()}")
         self._call_timer: asyncio.TimerHandle | None = None
@@ -215,6 +216,7 @@ class SipService:
         self.registrar.config = self._registrar_config(site)
         self.call_env.digest = registration.digest
         self.call_env.apply_site(site)
+        self._apply_park(site)
         self.site = site
         if self._loop is not None:
             self.trunks.apply(site, time.time())
@@ -336,6 +338,11 @@ class SipService:
         self.calls.handle_timer(now)
         self.trunks.handle_timer(now)
         self._flush()
+
+    def _apply_park(self, site: Site) -> None:
+        features = self.calls.features
+        features.park_slots = site.park.slots
+        features.park_timeout = float(site.park.timeout)
 
     def _persist_records(self, ended: list[EndedCall]) -> None:
         if not ended:
