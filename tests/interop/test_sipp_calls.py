@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from conftest import SiteUser, free_port, make_users
+from conftest import LOOPBACK, SiteUser, free_port, make_users
 
 MD5_ONLY = {"digest_algorithms": ["MD5"]}
 CARRIER_IP = "127.0.0.2"  # the trunk's address: only INVITEs from here skip digest auth
@@ -117,8 +117,11 @@ class Phones:
         """A registered SIPp UAS for user, running in the background."""
         port = free_port()
         self.register(user, port)
-        return self.sipp.start(scenario, self.agent.port, local_port=port, calls=calls,
-                               timeout=timeout, extra=list(extra))
+        uas = self.sipp.start(scenario, self.agent.port, local_port=port, calls=calls,
+                              timeout=timeout, extra=list(extra))
+        # Listening before anyone calls: an INVITE to a closed port is a transport error.
+        wait_for(lambda: udp_bound(LOOPBACK, port), f"the UAS of {user.extension} to listen")
+        return uas
 
     def call(self, caller: SiteUser, dialed: str, scenario: str = "call_uac_auth.xml", *,
              calls: int = 1, password: str | None = None, expected: int | None = None,
