@@ -311,3 +311,15 @@ def test_invite_from_a_phone_behind_nat_reaches_the_callee_with_its_public_addre
     out = alice.invite("1002", body=sdp("192.168.1.20"))
     invite = _invite_to(out, bob)
     assert b"c=IN IP4 203.0.113.5" in invite.body
+
+
+def test_a_contact_pointing_back_at_us_is_a_loop(h: Harness) -> None:
+    from callkit import PBX
+
+    h.env.set_user("1002", voicemail=False)
+    alice, _ = _phones(h)
+    h.env.registered["1002"] = []
+    h.env.register("1002", PBX)
+    out = alice.invite("1002")
+    assert only(out, status=482, peer=alice.peer)
+    assert not only(out, method="INVITE")

@@ -476,6 +476,10 @@ class CallControl:
             if call.hunt_group is not None:
                 self.env.hunt_offered(call.hunt_group, dest.extension)
             for contact in contacts:
+                if self.env.local_address(contact.peer) == (contact.peer.host, contact.peer.port):
+                    # A contact that is our own address would loop the call back to us.
+                    call.statuses.append(482)
+                    continue
                 self._send_invite(call, dest, contact.uri, contact.peer, trunk=None, now=now)
             return
         trunk = self.env.trunk(dest.trunk or "")
@@ -1073,6 +1077,8 @@ def _final_refusal(statuses: list[int], trunk: bool) -> Refuse:
         return Refuse(486, "busy", "busy")
     if all(s == 408 for s in statuses):
         return Refuse(408, "no response", "no-answer")
+    if all(s == 482 for s in statuses):
+        return Refuse(482, "the contact is this PBX", "failed")
     if trunk:
         status = next((s for s in statuses if s not in (480, 487)), statuses[0])
         return Refuse(status, REASON_PHRASES.get(status, "trunk refused"),
