@@ -323,3 +323,12 @@ def test_a_contact_pointing_back_at_us_is_a_loop(h: Harness) -> None:
     out = alice.invite("1002")
     assert only(out, status=482, peer=alice.peer)
     assert not only(out, method="INVITE")
+
+
+def test_a_retransmitted_answer_is_acked_again(h: Harness) -> None:
+    alice, bob = _phones(h)
+    invite = _invite_to(alice.invite("1002"), bob)
+    bob.respond(invite, 200, body=sdp("10.0.0.2"))
+    out = bob.respond(invite, 200, body=sdp("10.0.0.2"))  # our ACK was lost
+    assert len(only(out, method="ACK", peer=bob.peer)) == 1
+    assert not only(out, status=200, peer=alice.peer)  # the caller is not told twice

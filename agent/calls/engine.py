@@ -192,11 +192,15 @@ class CallControl:
             self._request(event.key, event.request, event.peer, now)
         elif isinstance(event, ResponseReceived):
             handler = self._handlers.get(event.key)
-            if handler is not None:
-                status = event.response.status
-                if status >= 200 and event.key.method != "INVITE":
-                    del self._handlers[event.key]
-                handler(event.response, status, now)
+            if handler is None:
+                # A 2xx retransmission in the INVITE's Accepted state (RFC 6026): the
+                # far end did not get our ACK.
+                self._stray(event.response, now)
+                return
+            status = event.response.status
+            if status >= 200 and event.key.method != "INVITE":
+                del self._handlers[event.key]
+            handler(event.response, status, now)
         elif isinstance(event, AckReceived):
             self._ack(event.request, now)
         elif isinstance(event, CancelReceived):
@@ -808,8 +812,9 @@ class CallControl:
         if to_tag is None or from_tag is None:
             return
         leg = self._dialogs.get((response.call_id, from_tag, to_tag))
-        if leg is not None and leg.ack is not None:
-            self.layer.send_stateless(leg.ack, leg.peer)
+        ack = leg.ack if leg is not None else None
+        if leg is not None and ack is not None and ack.cseq.number == response.cseq.number:
+            self.layer.send_stateless(ack, leg.peer)
 
     # -- inside a dialog ------------------------------------------------------------
     def _in_dialog(self, key: ServerTxKey, request: Request, peer: Peer, now: float) -> None:
