@@ -64,6 +64,7 @@ CALL_METHODS = frozenset(
      "SUBSCRIBE", "MESSAGE"}
 )
 SWEEP_INTERVAL = 30.0
+MAX_UNWRITTEN_RECORDS = 100_000  # call records held in memory while the store fails
 
 
 class SiteDirectory:
@@ -174,6 +175,7 @@ class SipService:
         self._call_timer: asyncio.TimerHandle | None = None
         self._call_deadline: float | None = None
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
+        self._unwritten: list[CallRecord] = []
         self.listeners: list[Listener] = []
         self._udp: dict[int, UdpEndpoint] = {}  # by address family
         self._streams: dict[str, StreamServer] = {}
@@ -345,13 +347,25 @@ class SipService:
         features.park_timeout = float(site.park.timeout)
 
     def _persist_records(self, ended: list[EndedCall]) -> None:
-        if not ended:
+        """Write finished calls; on failure (disk full, a locked file) keep them and try
+        again at the next flush, so a passing store problem loses no record."""
+        backlog = self._unwritten
+        backlog.extend(_call_record(e) for e in ended)
+        if not backlog:
             return
         try:
-            self.store.append_call_records([_call_record(e) for e in ended])
+            self.store.append_call_records(backlog)
         except Exception:
             self.store_errors += 1
-            log.exception("could not write call records", extra={"count": len(ended)})
+            if len(backlog) > MAX_UNWRITTEN_RECORDS:
+                dropped = len(backlog) - MAX_UNWRITTEN_RECORDS
+                del backlog[:dropped]
+                log.error("call records dropped: the store has failed too long",
+                          extra={"dropped": dropped})
+            log.exception("could not write call records; kept for the next try",
+                          extra={"count": len(backlog)})
+            return
+        backlog.clear()
 
     def _ha1(self, username: str, algorithm: str) -> str | None:
         return self.registration.directory.ha1(username, algorithm)
@@ -453,6 +467,7 @@ class SipService:
             "connections_refused": sum(server.refused for server in self._streams.values()),
             "requests": dict(stats.by_method),
             "active_calls": len(self.calls.calls),
+            "unwritten_call_records": len(self._unwritten),
             "calls_total": self.calls.calls_total,
             "invite_auth_failures": self.calls.auth_failures,
             "transactions": self.calls.layer.active_count(),
