@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.calls.engine import EndedCall
-from agent.site import parse_site
 from agent.sipservice import SipService
+from agent.site import parse_site
 from agent.store import Store
 
 
