@@ -132,5 +132,7 @@ class Call:
             "hunt_group": self.hunt_group,
             "trunk": self.trunk,
             "parked": self.parked_slot,
-            "ringing": [leg.label for leg in self.ringing if leg.state is not LegState.DONE],
+            "ringing": [leg.label for leg in self.ringing
+                        if leg.state in (LegState.TRYING, LegState.EARLY)
+                        and not leg.cancel_wanted],
         }
