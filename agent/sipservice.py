@@ -64,6 +64,12 @@ CALL_METHODS = frozenset(
      "SUBSCRIBE", "MESSAGE"}
 )
 SWEEP_INTERVAL = 30.0
+# Overload: the event loop running late means more work arrives than the CPU can do.
+# Past OVERLOAD_LAG new calls get 503 (existing ones go on); below RECOVER_LAG they are
+# taken again. Measured with a timer every LOAD_TICK seconds.
+LOAD_TICK = 0.05
+OVERLOAD_LAG = 0.25
+RECOVER_LAG = 0.05
 MAX_UNWRITTEN_RECORDS = 100_000  # call records held in memory while the store fails
 
 
@@ -176,6 +182,9 @@ class SipService:
         self._call_deadline: float | None = None
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
         self._unwritten: list[CallRecord] = []
+        self._load_timer: asyncio.TimerHandle | None = None
+        self._load_due = 0.0
+        self.overload_episodes = 0
         self.listeners: list[Listener] = []
         self._udp: dict[int, UdpEndpoint] = {}  # by address family
         self._streams: dict[str, StreamServer] = {}
@@ -248,6 +257,8 @@ class SipService:
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.trunks.apply(self.site, time.time())
         self._flush()
+        self._load_due = self._loop.time() + LOAD_TICK
+        self._load_timer = self._loop.call_at(self._load_due, self._watch_load)
 
     async def _open(self, spec: ListenSpec) -> tuple[str, int]:
         if spec.transport == "udp":
@@ -275,6 +286,8 @@ class SipService:
             self._sweeper.cancel()
         if self._call_timer is not None:
             self._call_timer.cancel()
+        if self._load_timer is not None:
+            self._load_timer.cancel()
         self.trunks.stop(time.time())
         self._flush()
         for udp in self._udp.values():
@@ -340,6 +353,22 @@ class SipService:
         self.calls.handle_timer(now)
         self.trunks.handle_timer(now)
         self._flush()
+
+    def _watch_load(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        lag = now - self._load_due
+        calls = self.calls
+        if not calls.overloaded and lag > OVERLOAD_LAG:
+            calls.overloaded = True
+            self.overload_episodes += 1
+            log.warning("overloaded: new calls get 503", extra={"lag_ms": round(lag * 1000)})
+        elif calls.overloaded and lag < RECOVER_LAG:
+            calls.overloaded = False
+            log.warning("load back to normal: taking new calls",
+                        extra={"refused": calls.calls_refused_overload})
+        self._load_due = now + LOAD_TICK
+        self._load_timer = self._loop.call_at(self._load_due, self._watch_load)
 
     def _apply_park(self, site: Site) -> None:
         features = self.calls.features
@@ -470,6 +499,8 @@ class SipService:
             "unwritten_call_records": len(self._unwritten),
             "calls_total": self.calls.calls_total,
             "invite_auth_failures": self.calls.auth_failures,
+            "overloaded": self.calls.overloaded,
+            "calls_refused_overload": self.calls.calls_refused_overload,
             "transactions": self.calls.layer.active_count(),
             "trunks": self.trunks.status(time.time()),
         }

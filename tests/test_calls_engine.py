@@ -332,3 +332,16 @@ def test_a_retransmitted_answer_is_acked_again(h: Harness) -> None:
     out = bob.respond(invite, 200, body=sdp("10.0.0.2"))  # our ACK was lost
     assert len(only(out, method="ACK", peer=bob.peer)) == 1
     assert not only(out, status=200, peer=alice.peer)  # the caller is not told twice
+
+
+def test_new_calls_get_503_while_overloaded_and_calls_up_go_on(h: Harness) -> None:
+    alice, bob, _, _ = _answered_call(h)
+    h.calls.overloaded = True
+    carol = Phone(h, "1003", "10.0.0.3")
+    out = carol.invite("1002", auth=False)
+    [busy] = only(out, status=503, peer=carol.peer)
+    assert busy.headers.get("retry-after") == "5"
+    out = alice.in_dialog("BYE")  # the call already up is not disturbed
+    assert only(out, method="BYE", peer=bob.peer)
+    h.calls.overloaded = False
+    assert only(carol.invite("1002", auth=False), status=407)

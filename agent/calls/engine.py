@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, UPDATE, INFO, NOTIFY"
 MAX_REROUTES = 5
+RETRY_AFTER = 5  # seconds, in the 503 to new calls while overloaded
 SDP = "application/sdp"
 # Statuses that mean the far end is gone, not merely unwilling (keepalive probes).
 _GONE = frozenset({408, 481})
@@ -130,6 +131,8 @@ class CallControl:
         self._records: list[EndedCall] = []
         self.auth_failures = 0
         self.calls_total = 0
+        self.calls_refused_overload = 0
+        self.overloaded = False  # set by the owner, which can see the event loop fall behind
         self.features = Features(self)
 
     # -- the owner's API --------------------------------------------------------
@@ -284,6 +287,12 @@ class CallControl:
 
     # -- a new call -------------------------------------------------------------
     def _new_call(self, key: ServerTxKey, request: Request, peer: Peer, now: float) -> None:
+        if self.overloaded:
+            # Turn new calls away cheaply, before digest and routing, so the calls
+            # already up keep their answers flowing (RFC 3261 §21.5.4).
+            self.calls_refused_overload += 1
+            self._reply(key, request, 503, now, extra=[("Retry-After", str(RETRY_AFTER))])
+            return
         max_forwards = request.max_forwards
         if max_forwards is not None and max_forwards <= 0:
             self._reply(key, request, 483, now)
