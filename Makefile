@@ -80,7 +80,10 @@ run: venv
 	@mkdir -p $(STATE)
 	@$(VENV)/bin/edgepbx softphone-settings --site $(SITE) $(LISTEN)
 	@echo
-	@echo "Registered phones: $(VENV)/bin/edgepbx --state-dir $(STATE) phones   (Ctrl-C stops)"
+	@echo "Then call one extension from another (the demo hunt group rings on 6000)."
+	@echo "Registered phones: $(VENV)/bin/edgepbx --state-dir $(STATE) phones"
+	@echo "Calls up:          $(VENV)/bin/edgepbx --state-dir $(STATE) calls"
+	@echo "Call records:      $(VENV)/bin/edgepbx --state-dir $(STATE) cdr   (Ctrl-C stops)"
 	@echo
 	exec $(VENV)/bin/edgepbx-agent --site $(SITE) --state-dir $(STATE) $(LISTEN)
 
