@@ -656,18 +656,27 @@ class CallControl:
         else:
             a.relay_ack = leg
         self._settle_answer(call, leg, now)
-        ours = make_response(a.invite, 200, to_tag=a.to_tag)
-        contact = self._contact(a.peer)
-        ours.headers.add("Contact", contact)
-        a.dialog = Dialog.as_uas(a.invite, ours, a.peer)
-        a.state = LegState.UP
-        self._dialogs[a.dialog.id] = a
         content_type = response.headers.get("content-type")
-        self._reply(a.server_key, a.invite, 200, now, to_tag=a.to_tag, contact=contact,
-                    body=nat_fixed(response.body, content_type, leg.peer),
+        self._answer_incoming(a, nat_fixed(response.body, content_type, leg.peer),
+                              content_type, now)
+        self._arm_keepalive(leg, now)
+
+    def _answer_incoming(
+        self, leg: Leg, body: bytes, content_type: str | None, now: float
+    ) -> None:
+        """Answer the INVITE ``leg`` received with 200 and ``body``: the leg's dialog is
+        confirmed (our To tag, our Contact) and in-dialog requests find it from now on."""
+        invite, key = leg.invite, leg.server_key
+        assert invite is not None and key is not None
+        contact = self._contact(leg.peer)
+        ours = make_response(invite, 200, to_tag=leg.to_tag)
+        ours.headers.add("Contact", contact)
+        leg.dialog = Dialog.as_uas(invite, ours, leg.peer)
+        leg.state = LegState.UP
+        self._dialogs[leg.dialog.id] = leg
+        self._reply(key, invite, 200, now, to_tag=leg.to_tag, contact=contact, body=body,
                     content_type=content_type,
                     extra=[("Allow", ALLOW), ("Supported", "replaces")])
-        self._arm_keepalive(a, now)
         self._arm_keepalive(leg, now)
 
     def _settle_answer(self, call: Call, leg: Leg, now: float) -> None:

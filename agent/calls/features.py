@@ -31,10 +31,9 @@ from agent.calls.model import Call, CallState, Leg, LegState
 from agent.calls.plan import Dest, Refuse, RingPlan, Step, plan_for
 from dialplan.model import Feature
 from dialplan.route import FeatureCode, route
-from sipstack.dialog import Dialog
 from sipstack.errors import SipParseError
 from sipstack.headers import parse_name_addr
-from sipstack.message import REASON_PHRASES, Request, Response, make_response
+from sipstack.message import REASON_PHRASES, Request, Response
 from sipstack.sdp import SdpError, answer_from, parse_sdp
 from sipstack.transaction import ServerTxKey, TransactionError
 from sipstack.uri import SipUri
@@ -284,15 +283,7 @@ class Features:
         ``into`` as the peer of ``into``'s A leg. ``call`` leaves no record."""
         cc = self.cc
         leg = call.a
-        assert leg.invite is not None and leg.server_key is not None
-        response = make_response(leg.invite, 200, to_tag=leg.to_tag)
-        contact = cc._contact(leg.peer)
-        response.headers.add("Contact", contact)
-        leg.dialog = Dialog.as_uas(leg.invite, response, leg.peer)
-        leg.state = LegState.UP
-        cc._dialogs[leg.dialog.id] = leg
-        cc._reply(leg.server_key, leg.invite, 200, now, to_tag=leg.to_tag, contact=contact,
-                  body=answer, content_type=SDP)
+        cc._answer_incoming(leg, answer, SDP, now)
         call.recorded = False
         call.state = CallState.ENDED
         cc.calls.pop(call.id, None)
@@ -303,7 +294,6 @@ class Features:
         into.state = CallState.ANSWERED
         if into.answer is None:
             into.answer = now
-        cc._arm_keepalive(leg, now)
 
     # -- pickup ----------------------------------------------------------------------
     def pickup(self, call: Call, code: FeatureCode, now: float) -> None:
@@ -344,19 +334,9 @@ class Features:
         for timer in target.timers:
             timer.cancel()
         target.timers = []
-        a = target.a
-        assert a.invite is not None and a.server_key is not None
         to_caller = answer_from(caller_sdp, picker_sdp).serialize()
         to_picker = answer_from(picker_sdp, caller_sdp).serialize()
-        ours = make_response(a.invite, 200, to_tag=a.to_tag)
-        contact = cc._contact(a.peer)
-        ours.headers.add("Contact", contact)
-        a.dialog = Dialog.as_uas(a.invite, ours, a.peer)
-        a.state = LegState.UP
-        cc._dialogs[a.dialog.id] = a
-        cc._reply(a.server_key, a.invite, 200, now, to_tag=a.to_tag, contact=contact,
-                  body=to_caller, content_type=SDP)
-        cc._arm_keepalive(a, now)
+        cc._answer_incoming(target.a, to_caller, SDP, now)
         target.state = CallState.ANSWERED
         target.answer = now
         self._answer_and_join(call, target, to_picker, now)
