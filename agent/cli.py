@@ -24,7 +24,7 @@ import json
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
@@ -292,21 +292,29 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cmd_phones(state_dir: Path, *, as_json: bool, out: TextIO) -> int:
-    phones = ControlClient(state_dir).request("phones")
-    if not isinstance(phones, list):
-        raise ControlError("the agent sent an unexpected phones reply")
+def _list_command(
+    state_dir: Path, cmd: str, *, as_json: bool, out: TextIO, columns: tuple[str, ...],
+    row: Callable[[dict[str, Any], float], tuple[str, ...]], empty: str,
+) -> int:
+    """A command whose reply is a list of rows: JSON as is, or a table."""
+    entries = ControlClient(state_dir).request(cmd)
+    if not isinstance(entries, list):
+        raise ControlError(f"the agent sent an unexpected {cmd} reply")
     if as_json:
-        json.dump(phones, out, indent=2, sort_keys=True)
+        json.dump(entries, out, indent=2, sort_keys=True)
         out.write("\n")
         return EXIT_OK
-    if not phones:
-        out.write("no phones registered\n")
+    if not entries:
+        out.write(f"{empty}\n")
         return EXIT_OK
     now = time.time()
-    rows = [phone_row(p, now) for p in phones if isinstance(p, dict)]
-    out.write(render_table(PHONE_COLUMNS, rows))
+    out.write(render_table(columns, [row(e, now) for e in entries if isinstance(e, dict)]))
     return EXIT_OK
+
+
+def _cmd_phones(state_dir: Path, *, as_json: bool, out: TextIO) -> int:
+    return _list_command(state_dir, "phones", as_json=as_json, out=out, columns=PHONE_COLUMNS,
+                         row=phone_row, empty="no phones registered")
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +341,7 @@ def call_row(entry: dict[str, Any], now: float) -> tuple[str, ...]:
     if entry.get("caller_name"):
         caller = f"{entry['caller_name']} <{caller}>"
     return (
-        str(entry.get("id") or "?")[:12],
+        str(entry.get("id") or "?")[-12:],  # ids share a per-process prefix
         str(entry.get("state") or "?"),
         caller,
         str(entry.get("callee") or "-"),
@@ -344,20 +352,8 @@ def call_row(entry: dict[str, Any], now: float) -> tuple[str, ...]:
 
 
 def _cmd_calls(state_dir: Path, *, as_json: bool, out: TextIO) -> int:
-    calls = ControlClient(state_dir).request("calls")
-    if not isinstance(calls, list):
-        raise ControlError("the agent sent an unexpected calls reply")
-    if as_json:
-        json.dump(calls, out, indent=2, sort_keys=True)
-        out.write("\n")
-        return EXIT_OK
-    if not calls:
-        out.write("no active calls\n")
-        return EXIT_OK
-    now = time.time()
-    rows = [call_row(c, now) for c in calls if isinstance(c, dict)]
-    out.write(render_table(CALL_COLUMNS, rows))
-    return EXIT_OK
+    return _list_command(state_dir, "calls", as_json=as_json, out=out, columns=CALL_COLUMNS,
+                         row=call_row, empty="no active calls")
 
 
 # --------------------------------------------------------------------------------------------

@@ -449,7 +449,7 @@ def test_cli_calls(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert header.split() == ["ID", "STATE", "CALLER", "CALLEE", "DIALED", "STARTED",
                                   "ANSWERED"]
         cells = first.split()
-        assert cells[:6] == ["0123456789ab", "talking", "Alice", "<101>", "102", "102"]
+        assert cells[:6] == ["456789abcdef", "talking", "Alice", "<101>", "102", "102"]
         assert cells[6] == "1m" and cells[7] in ("14s", "15s", "16s")
         assert cells[8] == "1m" and cells[9] in ("04s", "05s", "06s")
         assert second.split() == ["fedcba987654", "ringing", "+15551234", "-", "600", "5s", "-"]
