@@ -452,7 +452,7 @@ def test_cli_calls(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert cells[:6] == ["456789abcdef", "talking", "Alice", "<101>", "102", "102"]
         assert cells[6] == "1m" and cells[7] in ("14s", "15s", "16s")
         assert cells[8] == "1m" and cells[9] in ("04s", "05s", "06s")
-        assert second.split() == ["fedcba987654", "ringing", "+15551234", "-", "600", "5s", "-"]
+        assert second.split() == ["ba9876543210", "ringing", "+15551234", "-", "600", "5s", "-"]
         code, out, _ = run(["--state-dir", str(state_dir), "calls", "--json"], capsys)
         assert code == 0
         assert [c["id"] for c in json.loads(out)] == [active[0]["id"], active[1]["id"]]
