@@ -291,3 +291,12 @@ def test_record_of_a_failed_trunk_call() -> None:
     [record] = h.calls.take_records()
     assert (record.direction, record.trunk, record.disposition) == ("outbound", "carrier", "failed")
     assert isinstance(invite, Request) and not isinstance(invite, Response)
+
+
+def test_speed_dial_of_the_caller() -> None:
+    env = _env()
+    env.set_user("1001", speed_dials={"7": "1004"})
+    h = Harness(env)
+    p = _phones(h)
+    [(target, _)] = _invites(p["1001"].invite("7"))
+    assert target == "1004"
