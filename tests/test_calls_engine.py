@@ -345,3 +345,16 @@ def test_new_calls_get_503_while_overloaded_and_calls_up_go_on(h: Harness) -> No
     assert only(out, method="BYE", peer=bob.peer)
     h.calls.overloaded = False
     assert only(carol.invite("1002", auth=False), status=407)
+
+
+def test_unsolicited_notify_goes_to_the_contact_and_reports_its_answer(h: Harness) -> None:
+    _, bob = _phones(h)
+    seen: list[int] = []
+    h.calls.notify_out_of_dialog(
+        "sip:1002@10.0.0.2:5060", bob.peer, h.now, to="<sip:1002@pbx.test>",
+        event="check-sync;reboot=false", handler=lambda r, status, t: seen.append(status))
+    [notify] = only(h.collect(), method="NOTIFY", peer=bob.peer)
+    assert notify.headers.get("event") == "check-sync;reboot=false"
+    assert notify.headers.get("subscription-state") is not None
+    bob.respond(notify, 200)
+    assert seen == [200]

@@ -161,6 +161,30 @@ class CallControl:
         self._handlers[key] = handler
         return key
 
+    def notify_out_of_dialog(
+        self, uri: str, peer: Peer, now: float, *, to: str, event: str,
+        handler: ResponseHandler, body: bytes = b"", content_type: str | None = None,
+    ) -> ClientTxKey:
+        """An unsolicited NOTIFY (no subscription: check-sync resync, service-control,
+        unsolicited MWI) to a registered contact ``uri`` reached at ``peer``."""
+        host, port = self.env.local_address(peer)
+        sent_by = _hostport(host, port)
+        headers = Headers()
+        via = f"SIP/2.0/{peer.transport.upper()} {sent_by};branch={new_branch()};rport"
+        headers.add("Via", via)
+        headers.add("Max-Forwards", "70")
+        headers.add("From", f"<sip:edgepbx@{self.env.realm}>;tag={new_tag()}")
+        headers.add("To", to)
+        headers.add("Call-ID", new_id())
+        headers.add("CSeq", "1 NOTIFY")
+        headers.add("Contact", self._contact(peer))
+        headers.add("Event", event)
+        headers.add("Subscription-State", "terminated;reason=timeout")
+        headers.add("User-Agent", self.config.server_header)
+        if body:
+            headers.add("Content-Type", content_type or "text/plain")
+        return self.send_request(Request("NOTIFY", uri, headers, body), peer, now, handler)
+
     def take_records(self) -> list[EndedCall]:
         out, self._records = self._records, []
         return out
