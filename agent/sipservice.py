@@ -19,6 +19,7 @@ import functools
 import logging
 import secrets
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +231,7 @@ class SipService:
         self._apply_park(site)
         self.site = site
         if self._loop is not None:
+            self._name_tls_trunks()
             self.trunks.apply(site, time.time())
             self._flush()
         self._persist(self._drop_removed_users())
@@ -255,6 +257,7 @@ class SipService:
             self.listeners.append(Listener(spec, bound))
             log.info("listening", extra={"transport": spec.transport, "address": hostport(*bound)})
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self._name_tls_trunks()
         self.trunks.apply(self.site, time.time())
         self._flush()
         self._load_due = self._loop.time() + LOAD_TICK
@@ -278,6 +281,10 @@ class SipService:
             ssl_context=ssl_context,
         )
         await server.start(spec.host, spec.port)
+        server.on_unreachable = self._unreachable
+        if spec.transport == "tls":
+            # Outbound TLS (a trunk) verifies the carrier against the system's CAs.
+            server.client_ssl_context = ssl.create_default_context()
         self._streams.setdefault(spec.transport, server)
         return server.local
 
@@ -369,6 +376,22 @@ class SipService:
                         extra={"refused": calls.calls_refused_overload})
         self._load_due = now + LOAD_TICK
         self._load_timer = self._loop.call_at(self._load_due, self._watch_load)
+
+    def _unreachable(self, peer: Peer) -> None:
+        """A connection to ``peer`` could not be opened: its transactions fail now
+        (RFC 3261 §8.1.3.1: as a 503) instead of timing out 32 s later."""
+        self.calls.layer.transport_error(peer, time.time())
+        self.calls.handle_timer(time.time())
+        self._flush()
+
+    def _name_tls_trunks(self) -> None:
+        server = self._streams.get("tls")
+        if server is None:
+            return
+        for trunk in self.site.trunks:
+            info = self.call_env.trunk(trunk.name)
+            if info is not None and trunk.transport == "tls":
+                server.server_names[info.peer] = trunk.host
 
     def _apply_park(self, site: Site) -> None:
         features = self.calls.features

@@ -167,6 +167,13 @@ class StreamServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self.local: tuple[str, int] = ("", 0)
         self.refused = 0
+        # Outbound connections (a trunk over TCP/TLS, a phone whose flow closed): the
+        # messages queued while connecting, by peer; a failed connect is reported.
+        self.on_unreachable: Callable[[Peer], None] | None = None
+        self.client_ssl_context: ssl.SSLContext | None = None
+        self.server_names: dict[Peer, str] = {}  # TLS: the name to verify, by peer
+        self._connecting: dict[Peer, list[bytes]] = {}
+        self.connect_failures = 0
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -205,11 +212,44 @@ class StreamServer:
                 self._per_ip.pop(peer.host, None)
 
     def send(self, data: bytes, peer: Peer) -> bool:
+        """Write to the connection with ``peer``; with none, open one (RFC 3261 §18.1.1)
+        and send once it is up. False only when the peer cannot be connected to at all."""
         conn = self.connections.get(peer)
-        if conn is None:
+        if conn is not None:
+            conn.write(data)
+            return True
+        queued = self._connecting.get(peer)
+        if queued is not None:
+            if sum(map(len, queued)) + len(data) <= self.limits.max_write_buffer:
+                queued.append(data)
+            return True
+        if self.transport_name == "tls" and self.client_ssl_context is None:
             return False
-        conn.write(data)
+        self._connecting[peer] = [data]
+        asyncio.get_running_loop().create_task(self._connect(peer))
         return True
+
+    async def _connect(self, peer: Peer) -> None:
+        loop = asyncio.get_running_loop()
+        tls = self.transport_name == "tls"
+        try:
+            _transport, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _StreamConnection(self), peer.host, peer.port,
+                    ssl=self.client_ssl_context if tls else None,
+                    server_hostname=self.server_names.get(peer, peer.host) if tls else None,
+                ),
+                timeout=self.limits.handshake_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            self.connect_failures += 1
+            self._connecting.pop(peer, None)
+            log.info("could not connect", extra={"peer": str(peer), "why": str(exc)})
+            if self.on_unreachable is not None:
+                self.on_unreachable(peer)
+            return
+        for data in self._connecting.pop(peer, []):
+            conn.write(data)
 
     def _schedule_sweep(self) -> None:
         loop = asyncio.get_running_loop()
