@@ -170,7 +170,7 @@ class SipService:
         self.registration.inspect = self.endpoint.inspect
         self.call_env = SiteCallEnv(
             site, registrar=self.registrar, digest=self.registration.digest, store=store,
-            local_address=self.local_address, ha1=self._ha1,
+            local_address=self.local_address, ha1=self._ha1, has_flow=self._has_flow,
         )
         self.calls = CallControl(
             TransactionLayer(LayerConfig()), self.call_env,
@@ -376,6 +376,10 @@ class SipService:
                         extra={"refused": calls.calls_refused_overload})
         self._load_due = now + LOAD_TICK
         self._load_timer = self._loop.call_at(self._load_due, self._watch_load)
+
+    def _has_flow(self, peer: Peer) -> bool:
+        server = self._streams.get(peer.transport)
+        return server is not None and peer in server.connections
 
     def _unreachable(self, peer: Peer) -> None:
         """A connection to ``peer`` could not be opened: its transactions fail now

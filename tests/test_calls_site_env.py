@@ -95,3 +95,24 @@ def test_trunk_sources_and_dids(tmp_path: Path) -> None:
         assert env.trunk_for_source("198.51.100.8") is None
         assert env.did_target("carrier", "+4930123") is not None
         assert env.did_target("carrier", "+4930999") is None
+
+
+def test_a_closed_tcp_flow_falls_back_to_the_contact_address(tmp_path: Path) -> None:
+    from sipstack.registrar import Binding
+
+    flows: set[Peer] = set()
+    with Store.open(tmp_path) as store:
+        registrar = Registrar(RegistrarConfig())
+        env = SiteCallEnv(
+            parse_site(_doc()), registrar=registrar,
+            digest=DigestServer("pbx.test", b"s" * 32), store=store,
+            local_address=lambda peer: ("192.0.2.1", 5060), ha1=lambda u, a: None,
+            resolve=lambda host, port: host, has_flow=lambda peer: peer in flows,
+        )
+        source = Peer("tcp", "10.0.0.5", 49152)
+        registrar.load([Binding("ann", "sip:ann@10.0.0.5:5070;transport=tcp", 2e9, "c", 1,
+                                source)], 0.0)
+        flows.add(source)
+        assert env.contacts("201", 0.0)[0].peer == source
+        flows.clear()
+        assert env.contacts("201", 0.0)[0].peer == Peer("tcp", "10.0.0.5", 5070)

@@ -9,6 +9,7 @@ site's, with each user's overrides laid on top, rebuilt when either changes.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import socket
 import time
@@ -26,8 +27,10 @@ from dialplan.model import Feature, SiteModel
 from dialplan.numbers import Kind, classify
 from dialplan.target import Target
 from sipstack.digest import DigestClient, DigestServer
+from sipstack.errors import SipParseError
 from sipstack.peer import Peer
 from sipstack.registrar import Registrar
+from sipstack.uri import SipUri, parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class SiteCallEnv:
         local_address: Callable[[Peer], tuple[str, int]],
         ha1: Callable[[str, str], str | None],
         resolve: Callable[[str, int], str | None] | None = None,
+        has_flow: Callable[[Peer], bool] | None = None,
     ) -> None:
         self.registrar = registrar
         self.digest = digest
@@ -59,6 +63,7 @@ class SiteCallEnv:
         self._local_address = local_address
         self._ha1 = ha1
         self._resolve = resolve or _resolve
+        self.has_flow = has_flow or (lambda peer: True)
         self._last_offered: dict[str, str] = {}
         self._last_end: dict[str, float] = {}
         self._state: dict[str, dict[str, Any]] = {}
@@ -134,7 +139,28 @@ class SiteCallEnv:
         user = self._users_by_extension.get(extension)
         if user is None:
             return []
-        return [Contact(b.contact, b.source) for b in self.registrar.lookup(user.id, now)]
+        return [Contact(b.contact, self._reach(b.contact, b.source))
+                for b in self.registrar.lookup(user.id, now)]
+
+    def _reach(self, contact: str, source: Peer) -> Peer:
+        """Where to send to a registered contact: the flow it registered from (NAT, RFC
+        5626), unless that was a TCP/TLS connection that has closed since; then the
+        address in its Contact, where a phone listens (RFC 3261 §18.1.1)."""
+        if source.transport == "udp" or self.has_flow(source):
+            return source
+        try:
+            uri = parse_uri(contact)
+        except SipParseError:
+            return source
+        if not isinstance(uri, SipUri):
+            return source
+        host = uri.host_bare
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return source  # a name: DNS is not done on the call path
+        return Peer(source.transport, host, uri.port or (5061 if source.transport == "tls"
+                                                          else 5060))
 
     def trunk(self, name: str) -> TrunkInfo | None:
         return self._trunks.get(name)
