@@ -412,3 +412,32 @@ def test_trunk_inbound_did_and_refusals(agent_factory, sipp):
     inbound_answered = next(r for r in records if r["disposition"] == "answered")
     assert (inbound_answered["direction"], inbound_answered["callee"],
             inbound_answered["trunk"]) == ("inbound", b.extension, "carrier"), inbound_answered
+
+
+def tcp_listening(host: str, port: int) -> bool:
+    """Whether something listens on host:port/tcp (IPv4, from /proc/net/tcp)."""
+    a, b, c, d = (int(x) for x in host.split("."))
+    want = f"{d:02X}{c:02X}{b:02X}{a:02X}:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(line.split()[1] == want and line.split()[3] == "0A" for line in lines)
+
+
+def test_calls_over_tcp_reach_a_phone_whose_registration_connection_closed(agent_factory, sipp):
+    """The callee registered over a TCP connection that closed (SIPp's REGISTER run ended);
+    the agent opens a new connection to the Contact address to deliver the INVITE."""
+    a, b = make_users(2)
+    agent = agent_factory([a, b], site_extra=site_extra([a, b]))
+    port = free_port()
+    sipp.expect_success("register.xml", agent.port, users=[b], local_port=port, expires=600,
+                        timeout=10, transport="tcp")
+    uas = sipp.start("call_uas.xml", agent.port, local_port=port, calls=2, timeout=20,
+                     transport="tcp")
+    wait_for(lambda: tcp_listening(LOOPBACK, port), "the TCP UAS to listen")
+    inf = caller_injection(sipp.workdir / "tcp-caller.csv", a, b.extension, count=2)
+    uac = sipp.run("call_uac_auth.xml", agent.port, calls=2, rate=10, timeout=20,
+                   transport="tcp", extra=inf)
+    assert uac.returncode == 0, uac.explain()
+    callee = uas.wait(timeout=10)
+    assert callee.returncode == 0, callee.explain()
+    wait_idle(agent)
+    assert [r["disposition"] for r in agent.cdr()] == ["answered", "answered"]
