@@ -3,7 +3,7 @@
 #   make run     start the agent on the demo site (agent/demo/site.yaml), state in ./var
 #   make test    Debian peers + venv + lint + the whole pytest suite (what CI runs)
 #   make lint    ruff, mypy (strict on sipstack/ and dialplan/), import layering
-#   make bench   benchmarks against the anchors (Kamailio, sippy), printing figures and ratios
+#   make bench   benchmarks against the anchors (Kamailio, sippy, tftpd-hpa), printing figures and ratios
 #   make deps    the Debian packages the tests need (root only; fast when present)
 
 SHELL := /bin/bash
@@ -19,6 +19,9 @@ PIP := $(PY) -m pip
 # make run: where the demo agent listens. 5060 is the SIP default and needs no privilege.
 HOST ?= 0.0.0.0
 PORT ?= 5060
+# TFTP for phone provisioning: 69 is the standard port but needs root or
+# CAP_NET_BIND_SERVICE (the systemd unit grants it); make run uses an unprivileged one.
+TFTP_PORT ?= 6969
 SITE ?= agent/demo/site.yaml
 STATE ?= var
 
@@ -79,19 +82,22 @@ LISTEN := --listen udp:$(HOST):$(PORT) --listen tcp:$(HOST):$(PORT)
 run: venv
 	@mkdir -p $(STATE)
 	@$(VENV)/bin/edgepbx softphone-settings --site $(SITE) $(LISTEN)
+	@echo "Phone files over TFTP on $(HOST):$(TFTP_PORT) (tftp -m binary HOST $(TFTP_PORT) -c get XmlDefault.cnf.xml)"
 	@echo
 	@echo "Then call one extension from another (the demo hunt group rings on 6000)."
 	@echo "Registered phones: $(VENV)/bin/edgepbx --state-dir $(STATE) phones"
 	@echo "Calls up:          $(VENV)/bin/edgepbx --state-dir $(STATE) calls"
 	@echo "Call records:      $(VENV)/bin/edgepbx --state-dir $(STATE) cdr   (Ctrl-C stops)"
 	@echo
-	exec $(VENV)/bin/edgepbx-agent --site $(SITE) --state-dir $(STATE) $(LISTEN)
+	exec $(VENV)/bin/edgepbx-agent --site $(SITE) --state-dir $(STATE) $(LISTEN) \
+	  --tftp-listen $(HOST):$(TFTP_PORT)
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory venv
 	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
 	$(PY) bench/register/run.py
 	$(PY) bench/calls/run.py
+	$(PY) bench/provision/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,7 +1,7 @@
 """``edgepbx``: the command-line tool.
 
     edgepbx [--state-dir DIR] status [--json]
-    edgepbx [--state-dir DIR] phones [--json]
+    edgepbx [--state-dir DIR] phones [--json] [--unassigned]
     edgepbx [--state-dir DIR] calls [--json]
     edgepbx [--state-dir DIR] cdr [--since WHEN] [--until WHEN] [--limit N]
                                   [--format table|csv|json] [--daily] [--timezone TZ]
@@ -21,7 +21,6 @@ import argparse
 import csv
 import dataclasses
 import json
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.cdr import CALL_RECORD_FIELDS, CallRecord, DailyCallStats, record_as_dict, zone
-from agent.control import AgentNotRunning, ControlClient, ControlError
-from agent.listen import ListenError, ListenSpec, hostport, parse_listen
+from agent.control import AgentNotRunning, ControlClient, ControlError, device_entry
+from agent.listen import ListenError, ListenSpec, hostport, parse_listen, reachable_address
 from agent.paths import default_state_dir
 from agent.site import Site, SiteError, load_site, site_fingerprint, site_json_schema
 from agent.store import CDR_SCHEMA_VERSION, Store, StoreError
@@ -60,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("phones", help="registered phones")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
+    p.add_argument(
+        "--unassigned", action="store_true",
+        help="devices that asked the provisioning server for a file but are not in the "
+        "site's phones: (from the agent, else read from the store)",
+    )
 
     p = sub.add_parser("calls", help="active calls")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
@@ -109,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return _cmd_status(state_dir, as_json=args.json, out=out)
         if args.command == "phones":
+            if args.unassigned:
+                return _cmd_unassigned(state_dir, as_json=args.json, out=out)
             return _cmd_phones(state_dir, as_json=args.json, out=out)
         if args.command == "calls":
             return _cmd_calls(state_dir, as_json=args.json, out=out)
@@ -315,6 +321,64 @@ def _list_command(
 def _cmd_phones(state_dir: Path, *, as_json: bool, out: TextIO) -> int:
     return _list_command(state_dir, "phones", as_json=as_json, out=out, columns=PHONE_COLUMNS,
                          row=phone_row, empty="no phones registered")
+
+
+DEVICE_COLUMNS = ("MAC", "VENDOR", "MODEL", "IP", "LAST SEEN", "LAST FILE")
+
+
+def _mac_text(mac: str) -> str:
+    return ":".join(mac[i:i + 2] for i in range(0, len(mac), 2))
+
+
+def device_row(entry: dict[str, Any], now: float) -> tuple[str, ...]:
+    """One table row from a ``devices`` entry (tolerant of missing keys)."""
+    seen = entry.get("last_seen")
+    ago = (format_duration(now - seen) + " ago"
+           if isinstance(seen, int | float) and not isinstance(seen, bool) else "-")
+    return (
+        _mac_text(str(entry.get("mac") or "?")),
+        str(entry.get("vendor") or "?"),
+        str(entry.get("model") or entry.get("model_hint") or "?"),
+        str(entry.get("ip") or "?"),
+        ago,
+        str(entry.get("last_file") or "-"),
+    )
+
+
+def _devices_from_store(state_dir: Path) -> list[dict[str, Any]]:
+    """The devices as the agent would list them, read from the store (agent not running):
+    assigned or not by the phones of the last applied site version."""
+    try:
+        store = Store.open_readonly(state_dir)
+    except StoreError as exc:
+        raise ControlError(f"the agent is not running and the store cannot be read: {exc}"
+                           ) from None
+    with store:
+        latest = store.latest_site_version()
+        phones = latest.document.get("phones") if latest is not None else None
+        models = {str(p.get("mac")): str(p.get("model"))
+                  for p in (phones if isinstance(phones, list) else []) if isinstance(p, dict)}
+        return [device_entry(row, models.get(row.mac)) for row in store.devices()]
+
+
+def _cmd_unassigned(state_dir: Path, *, as_json: bool, out: TextIO) -> int:
+    try:
+        devices = ControlClient(state_dir).request("devices")
+    except AgentNotRunning:
+        devices = _devices_from_store(state_dir)
+    if not isinstance(devices, list):
+        raise ControlError("the agent sent an unexpected devices reply")
+    unassigned = [d for d in devices if isinstance(d, dict) and not d.get("assigned")]
+    if as_json:
+        json.dump(unassigned, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return EXIT_OK
+    if not unassigned:
+        out.write("no unassigned devices\n")
+        return EXIT_OK
+    now = time.time()
+    out.write(render_table(DEVICE_COLUMNS, [device_row(d, now) for d in unassigned]))
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,17 +593,7 @@ def _print_daily(daily: list[DailyCallStats], fmt: str, *, out: TextIO) -> int:
 
 def _reachable_address(host: str) -> str:
     """The address a softphone should use for a listener bound to ``host``."""
-    if host not in ("0.0.0.0", "::", ""):
-        return host
-    family = socket.AF_INET6 if host == "::" else socket.AF_INET
-    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect((probe, 9))  # no packet is sent for UDP connect
-            addr = str(s.getsockname()[0])
-    except OSError:
-        addr = "::1" if family == socket.AF_INET6 else "127.0.0.1"
-    return addr
+    return reachable_address(host)
 
 
 def softphone_settings(site: Site, listens: Sequence[ListenSpec]) -> str:

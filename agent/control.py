@@ -3,7 +3,8 @@
 Protocol: newline-delimited JSON. Each request is one line ``{"cmd": "status"}``; each reply is
 one line, ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. A connection may
 carry several requests. Commands: ``status`` -> object, ``phones`` -> list of objects,
-``calls`` -> list of objects (the active calls), ``ping``.
+``calls`` -> list of objects (the active calls), ``devices`` -> list of objects (devices
+seen by the provisioning server; only when the provider has ``devices``), ``ping``.
 
 The server dispatches to a :class:`ControlProvider`; the agent supplies one that merges its own
 status with the SIP service's. :class:`ControlClient` is the small synchronous client of the CLI.
@@ -30,6 +31,7 @@ __all__ = [
     "ControlError",
     "ControlProvider",
     "ControlServer",
+    "device_entry",
     "phone_entry",
 ]
 
@@ -105,6 +107,26 @@ def phone_entry(row: Any, now: float, *, user_name: str | None = None) -> dict[s
     return entry
 
 
+def device_entry(row: Any, assigned_model: str | None) -> dict[str, Any]:
+    """One ``devices`` entry from a device row (``agent.store.DeviceRow`` or alike), plus
+    ``assigned`` (the MAC is in the site's ``phones:``) and ``model`` (the site's model
+    for it, else None)."""
+    return {
+        "mac": row.mac,
+        "assigned": assigned_model is not None,
+        "model": assigned_model,
+        "vendor": row.vendor,
+        "model_hint": row.model_hint,
+        "ip": row.ip,
+        "first_seen": row.first_seen,
+        "last_seen": row.last_seen,
+        "last_file": row.last_file,
+        "fetched_at": row.fetched_at,
+        "fetched_file": row.fetched_file,
+        "fetched_sha256": row.fetched_sha256,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Server
 
@@ -123,6 +145,9 @@ class ControlServer:
             "calls": provider.calls,
             "ping": lambda: {"pong": True},
         }
+        devices = getattr(provider, "devices", None)
+        if callable(devices):
+            self._commands["devices"] = devices
 
     async def start(self) -> None:
         _check_path_length(self.path)

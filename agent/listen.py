@@ -108,3 +108,24 @@ def _is_ipv4(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def reachable_address(host: str) -> str:
+    """The address a phone should use for a listener bound to ``host``.
+
+    A wildcard (``0.0.0.0``, ``::``) becomes the address of the interface the default
+    route leaves from (a UDP ``connect`` sends nothing), else loopback.
+    """
+    import socket
+
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    family = socket.AF_INET6 if host == "::" else socket.AF_INET
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))  # no packet is sent for UDP connect
+            addr = str(s.getsockname()[0])
+    except OSError:
+        addr = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    return addr

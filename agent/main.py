@@ -2,6 +2,7 @@
 
     edgepbx-agent --site FILE --state-dir DIR --listen udp:127.0.0.1:5060
                   [--listen tcp:HOST:PORT] [--listen tls:HOST:PORT] [--loop auto|uvloop|asyncio]
+                  [--tftp-listen HOST:PORT]
 
 Runs in the foreground and logs to stderr (or natively to the journal under systemd).
 Signals: SIGTERM/SIGINT stop cleanly (exit 0); SIGHUP reloads the site file (an invalid file
@@ -27,9 +28,10 @@ from typing import IO, Any, Protocol
 
 from agent import systemd
 from agent.control import ControlError, ControlServer
-from agent.listen import ListenError, ListenSpec, parse_listen
+from agent.listen import ListenError, ListenSpec, parse_listen, reachable_address
 from agent.logs import setup_logging
 from agent.paths import default_state_dir
+from agent.provisioning_map import ProvisioningModel, provisioning_model
 from agent.site import Site, SiteError, load_site, site_document, site_fingerprint
 from agent.store import Store, StoreError
 from agent.version import version
@@ -79,6 +81,13 @@ def _listen_arg(text: str) -> ListenSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _tftp_listen_arg(text: str) -> ListenSpec:
+    try:
+        return parse_listen(f"udp:{text}")
+    except ListenError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("udp:", "", 1)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgepbx-agent",
@@ -95,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", type=_listen_arg, action="append", default=[], metavar="SPEC",
         help="TRANSPORT:HOST:PORT to serve SIP on, e.g. udp:127.0.0.1:5060, tcp:[::1]:5060, "
         "tls:0.0.0.0:5061; repeatable (default: udp and tcp on 0.0.0.0:5060)",
+    )
+    parser.add_argument(
+        "--tftp-listen", type=_tftp_listen_arg, default=None, metavar="HOST:PORT",
+        help="serve phone configuration files over TFTP on HOST:PORT, e.g. 0.0.0.0:69 "
+        "(port 69 needs CAP_NET_BIND_SERVICE, which the systemd unit grants); default: off",
     )
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="event loop (auto: uvloop when installed)")
@@ -123,6 +137,7 @@ class Agent:
         listens: Sequence[ListenSpec],
         service_factory: ServiceFactory = _default_service_factory,
         tls_hostname: str | None = None,
+        tftp_listen: ListenSpec | None = None,
     ) -> None:
         self.site_path = site_path
         self.site = site
@@ -132,8 +147,10 @@ class Agent:
         self.listens = list(listens)
         self._factory = service_factory
         self._tls_hostname = tls_hostname
+        self.tftp_listen = tftp_listen
         self.store: Store | None = None
         self.service: SipServiceLike | None = None
+        self.provisioning: Any = None  # agent.provisioning_service.ProvisioningService
         self._control: ControlServer | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -153,6 +170,8 @@ class Agent:
         # Listeners come from the service, which knows the ports it really bound.
         out: dict[str, Any] = {"users": len(self.site.users)}
         out.update(svc_status)
+        if self.provisioning is not None:
+            out["provisioning"] = self.provisioning.status()
         out.update({
             "version": version(),
             "pid": os.getpid(),
@@ -178,6 +197,18 @@ class Agent:
         if self.service is None:
             return []
         return list(self.service.active_calls())
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Devices seen by the provisioning server (``edgepbx phones --unassigned``)."""
+        if self.provisioning is None:
+            return []
+        result: list[dict[str, Any]] = self.provisioning.devices()
+        return result
+
+    def _provisioning_model(self, site: Site) -> ProvisioningModel:
+        sip = [s for s in self.listens if s.transport in ("udp", "tcp", "tls")]
+        default_host = reachable_address(sip[0].host) if sip else "127.0.0.1"
+        return provisioning_model(site, self.listens, default_host=default_host)
 
     # ---- lifecycle
 
@@ -293,6 +324,21 @@ class Agent:
                       exc_info=not isinstance(exc, OSError))
             await self._stop_service()
             return EXIT_FAILURE
+        if self.tftp_listen is not None:
+            from agent.provisioning_service import ProvisioningService
+
+            try:
+                self.provisioning = ProvisioningService(
+                    self._provisioning_model(self.site), store=self.store,
+                    host=self.tftp_listen.host, port=self.tftp_listen.port,
+                )
+                await self.provisioning.start()
+            except (OSError, ValueError) as exc:
+                log.error("cannot start TFTP provisioning",
+                          extra={"listen": self.tftp_listen.hostport, "error": str(exc)})
+                self.provisioning = None
+                await self._stop_service()
+                return EXIT_FAILURE
         self._control = ControlServer(self.state_dir, self)
         try:
             await self._control.start()
@@ -331,6 +377,12 @@ class Agent:
         return EXIT_OK
 
     async def _stop_service(self) -> None:
+        if self.provisioning is not None:
+            try:
+                await asyncio.wait_for(self.provisioning.stop(), STOP_TIMEOUT)
+            except Exception:
+                log.exception("error while stopping TFTP provisioning")
+            self.provisioning = None
         if self.service is None:
             return
         try:
@@ -381,6 +433,17 @@ class Agent:
             log.info("site file unchanged", extra={"fingerprint": fingerprint,
                                                    "site_version": self.site_version})
             return True
+        new_model: ProvisioningModel | None = None
+        if self.provisioning is not None:
+            try:
+                new_model = self._provisioning_model(new_site)
+            except ValueError as exc:
+                log.error("cannot provision phones from the new site; keeping the running "
+                          "configuration", extra={"error": str(exc)})
+                self._audit("site.reload_failed",
+                            {"file": str(self.site_path), "fingerprint": fingerprint,
+                             "error": str(exc)}, actor=actor)
+                return False
         if self.service is not None:
             try:
                 self.service.apply_site(new_site)
@@ -391,6 +454,8 @@ class Agent:
                             {"file": str(self.site_path), "fingerprint": fingerprint,
                              "error": str(exc)}, actor=actor)
                 return False
+        if self.provisioning is not None and new_model is not None:
+            self.provisioning.apply(new_model)
         self.site = new_site
         self.fingerprint = fingerprint
         if self.store is not None:
@@ -481,7 +546,7 @@ def main(
     agent = Agent(
         site_path=args.site, site=site, state_dir=state_dir, listens=listens,
         service_factory=service_factory or _default_service_factory,
-        tls_hostname=args.tls_hostname,
+        tls_hostname=args.tls_hostname, tftp_listen=args.tftp_listen,
     )
     try:
         return _run_loop(agent.run, args.loop)

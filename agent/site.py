@@ -45,6 +45,9 @@ from dialplan.model import DEFAULT_FEATURE_CODES, DEFAULT_NO_ANSWER_TIMEOUT, Fea
 from dialplan.numbers import MAX_DIALED_LENGTH
 from dialplan.numbers import Translation as _DialplanTranslation
 from dialplan.restriction import RestrictionRules
+from provisioning.catalogue import CATALOGUE
+from provisioning.catalogue import lookup as lookup_phone_model
+from provisioning.model import normalise_mac
 
 __all__ = [
     "EMERGENCY_NUMBERS",
@@ -58,7 +61,13 @@ __all__ = [
     "HuntGroup",
     "HuntMember",
     "NightService",
+    "PagingGroup",
     "Park",
+    "Phone",
+    "PhoneBlf",
+    "PhoneLine",
+    "PhoneSpeedDial",
+    "ProvisioningSettings",
     "Restriction",
     "Schedule",
     "SchemaModel",
@@ -561,6 +570,81 @@ StrategyName = Literal["sequential", "circular", "longest-idle", "parallel"]
 DestinationType = Literal["extension", "voicemail", "attendant", "hangup"]
 
 
+# Phone inventory field types.
+
+_KEY_DIAL_RE = re.compile(r"^[0-9*#+]{1,32}$")
+
+
+def _check_mac(value: str) -> str:
+    try:
+        return normalise_mac(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "mac", "{value} is not a MAC address: expected 12 hex digits as aa:bb:cc:dd:ee:ff, "
+            "aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff or aabbccddeeff", {"value": _quote(value)},
+        ) from None
+
+
+def _check_phone_model(value: str) -> str:
+    if lookup_phone_model(value) is None:
+        raise PydanticCustomError(
+            "phone_model", "{value} is not a supported phone model (supported: {known})",
+            {"value": _quote(value), "known": ", ".join(CATALOGUE)},
+        )
+    return value
+
+
+def _check_key_dial(value: str) -> str:
+    if not _KEY_DIAL_RE.match(value):
+        raise PydanticCustomError("dial", "{value} must be 1-32 of the characters 0-9 * # +",
+                                  {"value": _quote(value)})
+    return value
+
+
+def _check_multicast(value: str) -> str:
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise PydanticCustomError("multicast", "{value} is not an IPv4 address",
+                                  {"value": _quote(value)}) from None
+    if not ip.is_multicast:
+        raise PydanticCustomError(
+            "multicast", "{value} is not a multicast address (224.0.0.0/4)",
+            {"value": _quote(value)},
+        )
+    return value
+
+
+def _check_phone_host(value: str) -> str:
+    """Phone files take a host name or an IPv4 address (not every phone takes IPv6)."""
+    value = _check_host(value)
+    if ":" in value:
+        raise PydanticCustomError("host", "{value}: phone files need a host name or an IPv4 "
+                                  "address", {"value": _quote(value)})
+    return value
+
+
+Mac = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_mac),
+    Field(description="The phone's MAC address: aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, "
+          "aabb.ccdd.eeff or aabbccddeeff, any case; stored as 12 lowercase hex digits."),
+]
+PhoneModelName = Annotated[
+    str, AfterValidator(_check_phone_model),
+    Field(max_length=32, description="A model of the catalogue, by id (cisco-7841, "
+          "yealink-t46, polycom-vvx450) or common name (CP-7841, T46U, VVX 450)."),
+]
+KeyLabel = Annotated[str, Field(max_length=32), AfterValidator(_no_control_chars)]
+KeyDial = Annotated[
+    str, BeforeValidator(_int_to_str), AfterValidator(_check_key_dial),
+    Field(json_schema_extra={"pattern": _KEY_DIAL_RE.pattern}),
+]
+PhoneHost = Annotated[
+    str, AfterValidator(_check_phone_host),
+    Field(max_length=253, description="A host name or an IPv4 address."),
+]
+
+
 # --------------------------------------------------------------------------------------------
 # The models
 
@@ -945,6 +1029,70 @@ class SipSettings(SchemaModel):
     )
 
 
+class PagingGroup(SchemaModel):
+    """``provisioning.paging_groups[]:`` - a multicast group the phones listen to for paging."""
+
+    label: KeyLabel = Field(min_length=1, description="Unique label, referred to by "
+                            "phones[].paging_groups.")
+    address: Annotated[str, AfterValidator(_check_multicast)] = Field(
+        description="IPv4 multicast address, e.g. 239.1.1.1.")
+    port: StrictInt = Field(ge=1, le=65535, description="UDP port of the RTP stream.")
+
+
+class ProvisioningSettings(SchemaModel):
+    """``provisioning:`` - what the phone configuration files point the phones at."""
+
+    sip_server: PhoneHost | None = Field(
+        default=None,
+        description="Host name or IPv4 address the phones register to. Default: the host "
+        "of the agent's first SIP listener (the machine's outgoing address when that is "
+        "0.0.0.0).",
+    )
+    ntp_server: PhoneHost | None = Field(
+        default=None, description="Time server the phones use. Default: sip_server."
+    )
+    paging_groups: list[PagingGroup] = Field(default_factory=list, max_length=25)
+
+
+class PhoneLine(SchemaModel):
+    """``phones[].lines[]:`` - a user's extension registered on the phone."""
+
+    extension: Extension = Field(description="A user's extension; the phone registers with "
+                                 "that user's SIP credentials.")
+    label: KeyLabel = Field(default="", description="Key label; default: the user's name.")
+    shared: StrictBool = Field(
+        default=False, description="The line may appear on several phones: every "
+        "appearance must say shared: true.")
+
+
+class PhoneSpeedDial(SchemaModel):
+    """``phones[].speed_dials[]:`` - a key that dials a number."""
+
+    label: KeyLabel = Field(default="", description="Key label; default: the number.")
+    number: KeyDial = Field(description="What the key dials: 1-32 of 0-9 * # +.")
+
+
+class PhoneBlf(SchemaModel):
+    """``phones[].blf[]:`` - a busy-lamp-field key watching another user's extension."""
+
+    label: KeyLabel = Field(default="", description="Key label; default: the extension.")
+    extension: Extension = Field(description="A user's extension; pressing the key calls it.")
+
+
+class Phone(SchemaModel):
+    """``phones[]:`` - a desk phone the agent provisions, by MAC address."""
+
+    mac: Mac
+    model: PhoneModelName
+    lines: list[PhoneLine] = Field(min_length=1, max_length=16)
+    speed_dials: list[PhoneSpeedDial] = Field(default_factory=list, max_length=200)
+    blf: list[PhoneBlf] = Field(default_factory=list, max_length=200)
+    paging_groups: Annotated[list[KeyLabel], AfterValidator(_no_duplicates)] = Field(
+        default_factory=list, max_length=25,
+        description="Labels of provisioning.paging_groups the phone listens to.",
+    )
+
+
 class Site(SchemaModel):
     """The whole site document."""
 
@@ -966,6 +1114,8 @@ class Site(SchemaModel):
     feature_codes: FeatureCodes = Field(default_factory=FeatureCodes)
     park: Park = Field(default_factory=Park)
     trunks: list[Trunk] = Field(default_factory=list, max_length=20)
+    provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
+    phones: list[Phone] = Field(default_factory=list, max_length=10000)
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Site:
@@ -1001,6 +1151,13 @@ class Site(SchemaModel):
         for group in self.hunt_groups:
             if group.pilot == pilot:
                 return group
+        return None
+
+    def phone_by_mac(self, mac: str) -> Phone | None:
+        """The phone with ``mac`` (12 lowercase hex digits, as stored)."""
+        for phone in self.phones:
+            if phone.mac == mac:
+                return phone
         return None
 
     def trunk_by_name(self, name: str) -> Trunk | None:
@@ -1042,6 +1199,7 @@ def _cross_check(data: Any) -> list[tuple[Loc, str]]:
     if isinstance(sip, Mapping):
         problems.extend(_check_sip(sip))
     problems.extend(_check_routing(data, outside))
+    problems.extend(_check_phones(data))
     return problems
 
 
@@ -1284,6 +1442,101 @@ def _check_routing(data: Mapping[str, Any], outside: str) -> list[tuple[Loc, str
                                      f"{_format_loc(first_loc[:-1])}"))
             problems.extend(_check_destination(did.get("destination"),
                                                (*loc, "dids", j, "destination"), numbers))
+    return problems
+
+
+def _check_phones(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    """MACs unique, lines and BLF keys on users' extensions, a line on several phones only
+    when shared everywhere, key counts within the model, paging groups defined."""
+    problems: list[tuple[Loc, str]] = []
+    numbers = _Numbers(data)
+    groups: dict[str, tuple[Any, Any]] = {}
+    prov = data.get("provisioning")
+    if isinstance(prov, Mapping):
+        for i, group in _list(prov, "paging_groups"):
+            label = group.get("label")
+            if not isinstance(label, str):
+                continue
+            if label in groups:
+                problems.append((("provisioning", "paging_groups", i, "label"),
+                                 f"{_quote(label)} is already a paging group label"))
+            else:
+                groups[label] = (group.get("address"), group.get("port"))
+    macs: dict[str, int] = {}
+    appearances: dict[str, list[tuple[int, int, bool]]] = {}
+    for i, phone in _list(data, "phones"):
+        loc: Loc = ("phones", i)
+        raw_mac = _scalar_key(phone.get("mac"))
+        if raw_mac is not None:
+            try:
+                mac = normalise_mac(raw_mac)
+            except ValueError:
+                pass  # pydantic reports it
+            else:
+                first = macs.setdefault(mac, i)
+                if first != i:
+                    problems.append(((*loc, "mac"),
+                                     f"{_quote(raw_mac)} is already the MAC of phones[{first}]"))
+        model_text = phone.get("model")
+        entry = lookup_phone_model(model_text) if isinstance(model_text, str) else None
+        lines = phone.get("lines")
+        lines = lines if isinstance(lines, list) else []
+        on_phone: dict[str, int] = {}
+        for k, line in enumerate(lines):
+            if not isinstance(line, Mapping):
+                continue
+            ext = _scalar_key(line.get("extension"))
+            if ext is None:
+                continue
+            at: Loc = (*loc, "lines", k, "extension")
+            if ext not in numbers.extensions:
+                problems.append((at, f"{_quote(ext)} is not the extension of any user"))
+                continue
+            first_k = on_phone.setdefault(ext, k)
+            if first_k != k:
+                problems.append((at, f"{_quote(ext)} is already lines[{first_k}] of this phone"))
+                continue
+            appearances.setdefault(ext, []).append((i, k, line.get("shared") is True))
+        for k, key in _list(phone, "blf"):
+            ext = _scalar_key(key.get("extension"))
+            if ext is not None and ext not in numbers.extensions:
+                problems.append(((*loc, "blf", k, "extension"),
+                                 f"{_quote(ext)} is not the extension of any user"))
+        labels = phone.get("paging_groups")
+        used: list[tuple[Any, Any]] = []
+        for k, label in enumerate(labels if isinstance(labels, list) else []):
+            if not isinstance(label, str):
+                continue
+            if label not in groups:
+                problems.append(((*loc, "paging_groups", k),
+                                 f"{_quote(label)} is not a label of provisioning.paging_groups"))
+            else:
+                used.append(groups[label])
+        if entry is None:
+            continue  # pydantic reports the unknown model
+        if len(lines) > entry.max_lines:
+            problems.append(((*loc, "lines"), f"{len(lines)} lines but a {entry.model} has "
+                             f"at most {entry.max_lines}"))
+        speed = phone.get("speed_dials")
+        blf = phone.get("blf")
+        keys = len(lines) + sum(len(v) for v in (speed, blf) if isinstance(v, list))
+        if keys > entry.max_keys and len(lines) <= entry.max_lines:
+            modules = (f" (with {entry.max_modules} expansion modules)"
+                       if entry.max_modules else "")
+            problems.append((loc, f"{keys} keys (lines, speed dials and BLF) but a "
+                             f"{entry.model} has at most {entry.max_keys}{modules}"))
+        if entry.vendor == "polycom" and len(set(used)) > 1:
+            problems.append(((*loc, "paging_groups"),
+                             "a Polycom phone listens on one multicast address and port; "
+                             "these paging groups use several"))
+    for ext, where in appearances.items():
+        if len({i for i, _, _ in where}) < 2 or all(shared for _, _, shared in where):
+            continue
+        first_i = where[0][0]
+        for i, k, _ in where[1:]:
+            problems.append((("phones", i, "lines", k, "extension"),
+                             f"{_quote(ext)} is already a line of phones[{first_i}]; a line on "
+                             "several phones needs shared: true on every one"))
     return problems
 
 

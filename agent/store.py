@@ -38,12 +38,17 @@ from agent.cdr import CALL_RECORD_FIELDS, CallRecord, DailyCallStats, daily_stat
 __all__ = [
     "CDR_SCHEMA_VERSION",
     "DB_FILENAME",
+    "DEVICES_SCHEMA_VERSION",
     "MIGRATIONS",
     "AuditEntry",
     "BindingChange",
     "BindingRow",
     "DeleteAllBindings",
     "DeleteBinding",
+    "DeviceEvent",
+    "DeviceFetched",
+    "DeviceRow",
+    "DeviceSeen",
     "SiteVersion",
     "Store",
     "StoreError",
@@ -114,6 +119,48 @@ class AuditEntry:
     role: str
     action: str
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSeen:
+    """A provisioning request naming ``mac``: a device exists there (known or not)."""
+
+    mac: str  #: 12 lowercase hex digits
+    vendor: str | None
+    model_hint: str | None
+    ip: str
+    at: float  #: epoch seconds
+    file: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFetched:
+    """A completed transfer of a file rendered for the phone ``mac``."""
+
+    mac: str
+    file: str
+    sha256: str
+    at: float
+
+
+DeviceEvent = DeviceSeen | DeviceFetched
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    mac: str
+    vendor: str | None
+    model_hint: str | None
+    ip: str
+    first_seen: float
+    last_seen: float
+    last_file: str
+    fetched_at: float | None
+    fetched_file: str | None
+    fetched_sha256: str | None
+
+
+_DEVICE_COLUMNS: Final = tuple(f.name for f in fields(DeviceRow))
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,8 +277,33 @@ def _m3_user_state(db: sqlite3.Connection) -> None:
     )
 
 
+def _m4_devices(db: sqlite3.Connection) -> None:
+    # Phones seen by the provisioning server, by MAC: assigned (in the site's phones:) or
+    # not; which is decided against the current site when listed, not stored. fetched_*:
+    # the last completed transfer of a file rendered for that phone (resync checks it).
+    db.execute(
+        """
+        CREATE TABLE devices (
+            mac            TEXT PRIMARY KEY,
+            vendor         TEXT,
+            model_hint     TEXT,
+            ip             TEXT NOT NULL,
+            first_seen     REAL NOT NULL,
+            last_seen      REAL NOT NULL,
+            last_file      TEXT NOT NULL,
+            fetched_at     REAL,
+            fetched_file   TEXT,
+            fetched_sha256 TEXT
+        ) WITHOUT ROWID
+        """
+    )
+
+
 #: Ordered; migration ``i`` (0-based) brings the schema to version ``i + 1``.
-MIGRATIONS: Final[Sequence[Migration]] = (_m1_initial, _m2_cdr, _m3_user_state)
+MIGRATIONS: Final[Sequence[Migration]] = (_m1_initial, _m2_cdr, _m3_user_state, _m4_devices)
+
+#: The schema version from which the ``devices`` table exists.
+DEVICES_SCHEMA_VERSION: Final = 4
 
 #: The schema version from which the ``cdr`` table exists.
 CDR_SCHEMA_VERSION: Final = 2
@@ -628,3 +700,41 @@ class Store:
                     " updated_at = excluded.updated_at",
                     (extension, key, json.dumps(value), now),
                 )
+
+    # -- provisioning devices -----------------------------------------------------------
+    def apply_device_events(self, events: Iterable[DeviceEvent]) -> int:
+        """Record a batch of sightings and fetches, in order, in ONE transaction."""
+        batch = list(events)
+        if not batch:
+            return 0
+        with self._tx() as db:
+            for event in batch:
+                if isinstance(event, DeviceSeen):
+                    db.execute(
+                        "INSERT INTO devices (mac, vendor, model_hint, ip, first_seen, last_seen,"
+                        " last_file) VALUES (?,?,?,?,?,?,?) ON CONFLICT (mac) DO UPDATE SET"
+                        " vendor = COALESCE(excluded.vendor, vendor),"
+                        " model_hint = COALESCE(excluded.model_hint, model_hint),"
+                        " ip = excluded.ip, last_seen = excluded.last_seen,"
+                        " last_file = excluded.last_file",
+                        (event.mac, event.vendor, event.model_hint, event.ip, event.at,
+                         event.at, event.file),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE devices SET fetched_at = ?, fetched_file = ?, fetched_sha256 = ?"
+                        " WHERE mac = ?",
+                        (event.at, event.file, event.sha256, event.mac),
+                    )
+        return len(batch)
+
+    def devices(self) -> list[DeviceRow]:
+        """Every device seen, most recently seen first. Empty on a store older than the
+        ``devices`` table (read-only opens do not migrate)."""
+        if self.schema_version() < DEVICES_SCHEMA_VERSION:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices ORDER BY last_seen DESC"
+            ).fetchall()
+        return [DeviceRow(*r) for r in rows]

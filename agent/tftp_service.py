@@ -11,7 +11,9 @@ and a single ``loop.call_at`` is re-armed to ``get_timer()``. The clock is
 ``loop.time()`` throughout (monotonic).
 
 ``file_source(filename, client)`` returns the file or None; an exception from it is
-logged and answered as "file not found", never raised into the event loop.
+logged and answered as "file not found", never raised into the event loop. The optional
+``observer`` sees every core event (TransferStarted, TransferCompleted, ...) after it is
+logged; its exceptions are logged too.
 
 Access is logged: every completed, failed and refused transfer at info, with the
 fields ``client``, ``file_name`` (``filename`` is a reserved LogRecord attribute),
@@ -31,6 +33,7 @@ from provisioning.tftp import (
     Client,
     FileSource,
     RequestRefused,
+    TftpEvent,
     TftpServer,
     TransferCompleted,
     TransferFailed,
@@ -112,8 +115,10 @@ class TftpService:
     def __init__(self, file_source: FileSource, *, host: str, port: int,
                  default_blksize: int = 512, max_blksize: int = 1428,
                  default_timeout: float = 1.0, max_retries: int = 5,
-                 max_transfers: int = 1000, max_filename: int = 255) -> None:
+                 max_transfers: int = 1000, max_filename: int = 255,
+                 observer: Callable[[TftpEvent], None] | None = None) -> None:
         self._file_source = file_source
+        self._observer = observer
         self.host = host
         self.port = port
         self._server = TftpServer(
@@ -248,6 +253,11 @@ class TftpService:
                     channel.send(out.data, out.client)
         for event in server.events():
             self._log_event(event)
+            if self._observer is not None:
+                try:
+                    self._observer(event)
+                except Exception:
+                    log.exception("tftp event observer failed")
             if isinstance(event, TransferCompleted | TransferFailed):
                 channel = self._channels.pop(event.tid, None)
                 if channel is not None:

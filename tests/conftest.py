@@ -148,6 +148,7 @@ class AgentProcess:
     host: str = LOOPBACK
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     ready_after: float = 0.0
@@ -167,7 +168,7 @@ class AgentProcess:
         cmd += ["--state-dir", str(self.state_dir)]
         for listen in self.listens:
             cmd += ["--listen", listen]
-        return cmd
+        return cmd + list(self.extra_args)
 
     def start(self, *, timeout: float = 20.0) -> AgentProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -337,6 +338,7 @@ def agent_factory(
         realm: str = REALM,
         site_extra: dict[str, Any] | None = None,
         state: Path | None = None,
+        extra_args: Sequence[str] | Callable[[], Sequence[str]] = (),
     ) -> AgentProcess:
         sdir = state or state_dir / f"agent{len(started)}"
         sdir.mkdir(parents=True, exist_ok=True)
@@ -347,8 +349,10 @@ def agent_factory(
         last: AssertionError | None = None
         # The free port can be taken between free_port() and the agent's bind: retry.
         for _ in range(3):
+            # A callable gives fresh arguments per attempt (e.g. another free port).
+            args = list(extra_args() if callable(extra_args) else extra_args)
             agent = AgentProcess(site_file=site, state_dir=sdir, port=free_port(),
-                                 transports=transports)
+                                 transports=transports, extra_args=args)
             try:
                 agent.start()
             except AssertionError as exc:
