@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, cast
 
 from agent import systemd
 from agent.control import ControlError, ControlServer
@@ -46,6 +46,7 @@ EXIT_USAGE = 2
 DEFAULT_LISTENS = ("udp:0.0.0.0:5060", "tcp:0.0.0.0:5060")
 STOP_TIMEOUT = 10.0
 GC_GEN0_THRESHOLD = 20_000  # see tune_gc()
+RESYNC_TICK = 1.0  # seconds between resync retries checks
 LOCK_FILENAME = "agent.lock"
 
 
@@ -151,6 +152,8 @@ class Agent:
         self.store: Store | None = None
         self.service: SipServiceLike | None = None
         self.provisioning: Any = None  # agent.provisioning_service.ProvisioningService
+        self.resync: Any = None  # agent.resync.Resync, with provisioning and SIP
+        self._resync_timer: asyncio.TimerHandle | None = None
         self._control: ControlServer | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -172,6 +175,8 @@ class Agent:
         out.update(svc_status)
         if self.provisioning is not None:
             out["provisioning"] = self.provisioning.status()
+        if self.resync is not None:
+            out["resync"] = self.resync.status()
         out.update({
             "version": version(),
             "pid": os.getpid(),
@@ -204,6 +209,25 @@ class Agent:
             return []
         result: list[dict[str, Any]] = self.provisioning.devices()
         return result
+
+    def _start_resync(self) -> None:
+        """Phones whose files a site change alters are told to fetch them (agent.resync)."""
+        if self.provisioning is None or not hasattr(self.service, "send_resync"):
+            return
+        from agent.resync import NotifySender, Resync
+
+        self.resync = Resync(cast(NotifySender, self.service))
+        self.provisioning.on_fetched = self.resync.fetched
+
+    def _resync_tick(self) -> None:
+        if self._resync_timer is not None:
+            self._resync_timer.cancel()
+            self._resync_timer = None
+        if self.resync is None:
+            return
+        self.resync.handle_timer(time.time())
+        self._resync_timer = asyncio.get_running_loop().call_later(RESYNC_TICK,
+                                                                   self._resync_tick)
 
     def _provisioning_model(self, site: Site) -> ProvisioningModel:
         sip = [s for s in self.listens if s.transport in ("udp", "tcp", "tls")]
@@ -333,6 +357,7 @@ class Agent:
                     host=self.tftp_listen.host, port=self.tftp_listen.port,
                 )
                 await self.provisioning.start()
+                self._start_resync()
             except (OSError, ValueError) as exc:
                 log.error("cannot start TFTP provisioning",
                           extra={"listen": self.tftp_listen.hostport, "error": str(exc)})
@@ -377,6 +402,9 @@ class Agent:
         return EXIT_OK
 
     async def _stop_service(self) -> None:
+        if self._resync_timer is not None:
+            self._resync_timer.cancel()
+            self._resync_timer = None
         if self.provisioning is not None:
             try:
                 await asyncio.wait_for(self.provisioning.stop(), STOP_TIMEOUT)
@@ -455,7 +483,11 @@ class Agent:
                              "error": str(exc)}, actor=actor)
                 return False
         if self.provisioning is not None and new_model is not None:
+            old_model = self.provisioning.model
             self.provisioning.apply(new_model)
+            if self.resync is not None:
+                self.resync.site_changed(old_model, new_model, time.time())
+                self._resync_tick()
         self.site = new_site
         self.fingerprint = fingerprint
         if self.store is not None:

@@ -85,6 +85,8 @@ class ProvisioningService:
         # A phone's own file, rendered for a request, until its transfer ends:
         self._awaiting: dict[tuple[Client, str], tuple[str, str]] = {}  # -> (mac, sha256)
         self._transfers: dict[TransferId, tuple[str, str, str]] = {}  # -> (mac, file, sha)
+        # Told of every completed fetch of a phone's own file (resync waits for it).
+        self.on_fetched: Callable[[str, float], None] | None = None
         self.tftp = TftpService(self.file_source, host=host, port=port,
                                 observer=self._on_event, **tftp_options)
 
@@ -172,7 +174,10 @@ class ProvisioningService:
             done = self._transfers.pop(event.tid, None)
             if done is not None:
                 mac, filename, sha = done
-                self._record(DeviceFetched(mac, filename, sha, self._clock()))
+                when = self._clock()
+                self._record(DeviceFetched(mac, filename, sha, when))
+                if self.on_fetched is not None:
+                    self.on_fetched(mac, when)
         elif isinstance(event, TransferFailed):
             self._transfers.pop(event.tid, None)
 

@@ -21,6 +21,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from sipstack.message import REASON_PHRASES
 from sipstack.peer import Peer
 from sipstack.registrar import Binding, Change, Registrar, RegistrarConfig, Upsert
 from sipstack.registration import RegistrationHandler
-from sipstack.transaction import LayerConfig, TransactionLayer
+from sipstack.transaction import LayerConfig, TransactionError, TransactionLayer
 from sipstack.transport import StreamLimits, StreamServer, UdpEndpoint, open_udp, server_ssl_context
 from sipstack.validate import check_request
 
@@ -376,6 +377,39 @@ class SipService:
                         extra={"refused": calls.calls_refused_overload})
         self._load_due = now + LOAD_TICK
         self._load_timer = self._loop.call_at(self._load_due, self._watch_load)
+
+    def send_resync(
+        self, extension: str, event: str, body: Callable[[str], bytes] | None,
+        on_result: Callable[[int], None],
+    ) -> int:
+        """An unsolicited NOTIFY (check-sync, service-control) to every registered contact
+        of ``extension``; see agent.resync. Returns how many were sent."""
+        user = next((u for u in self.site.users if u.extension == extension), None)
+        if user is None:
+            return 0
+        now = time.time()
+        sent = 0
+        for contact in self.call_env.contacts(extension, now):
+            binding_call_id = next((b.call_id for b in self.registrar.lookup(user.id, now)
+                                    if b.contact == contact.uri), "")
+            payload = body(binding_call_id) if body is not None else b""
+
+            def answered(response: object, status: int, t: float) -> None:
+                if status >= 200:
+                    on_result(status)
+
+            try:
+                self.calls.notify_out_of_dialog(
+                    contact.uri, contact.peer, now, to=f"<sip:{extension}@{self.site.site.realm}>",
+                    event=event, handler=answered, body=payload,
+                    content_type="text/plain" if payload else None)
+            except TransactionError as exc:
+                log.info("resync NOTIFY not sent", extra={"extension": extension,
+                                                          "why": str(exc)})
+                continue
+            sent += 1
+        self._flush()
+        return sent
 
     def _has_flow(self, peer: Peer) -> bool:
         server = self._streams.get(peer.transport)
