@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from conftest import LOOPBACK, free_port, make_users, write_site
+
 from interop.test_sipp_calls import udp_bound, wait_for
 
 YEALINK_MAC = "80:5e:c0:00:00:01"
