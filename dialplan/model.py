@@ -174,6 +174,9 @@ class SiteModel:
     numbering: NumberingPlan = field(default_factory=NumberingPlan)
     restriction: RestrictionRules = field(default_factory=RestrictionRules)
     feature_codes: FeatureCodes = field(default_factory=FeatureCodes)
+    # Numbers answered by the agent's own applications (the extension assigner, ...):
+    # number -> application name.
+    services: Mapping[str, str] = field(default_factory=dict)
     # Lookup tables, built once in __post_init__.
     _users: dict[str, User] = field(init=False, repr=False, compare=False)
     _hunts: dict[str, HuntGroup] = field(init=False, repr=False, compare=False)
@@ -184,6 +187,7 @@ class SiteModel:
         numbers: list[str] = [u.extension for u in self.users]
         numbers += [h.pilot for h in self.hunt_groups]
         numbers += [a.number for a in self.attendants if a.number is not None]
+        numbers += list(self.services)
         duplicates = sorted({n for n in numbers if numbers.count(n) > 1})
         if duplicates:
             raise ValueError(f"numbers used twice: {', '.join(duplicates)}")
@@ -218,4 +222,5 @@ class SiteModel:
         return self._schedules[name]
 
     def is_local_number(self, number: str) -> bool:
-        return number in self._users or number in self._hunts or number in self._attendants
+        return (number in self._users or number in self._hunts or number in self._attendants
+                or number in self.services)

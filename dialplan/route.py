@@ -84,6 +84,13 @@ class ToAttendant:
 
 
 @dataclass(frozen=True, slots=True)
+class ToService:
+    """A number answered by one of the agent's own applications (e.g. the assigner)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class FeatureCode:
     """A recognised feature code for the agent to apply, with its digits if any."""
 
@@ -144,6 +151,7 @@ Decision = (
     | Busy
     | ToHuntGroup
     | ToAttendant
+    | ToService
     | FeatureCode
     | Diverted
     | Restricted
@@ -232,6 +240,9 @@ def _local(ctx: _Context, caller: User | None, number: str, depth: int) -> Decis
         if number in night.numbers and not is_open(site.schedule(night.schedule), ctx.now):
             then = _target(ctx, caller, night.destination, depth + 1)
             return Diverted(number, DiversionReason.NIGHT_SERVICE, then)
+    service = site.services.get(number)
+    if service is not None:
+        return ToService(service)
     group = site.hunt_group(number)
     if group is not None:
         return ToHuntGroup(plan(group, ctx.hunt_states.get(number, HuntState())))

@@ -336,3 +336,13 @@ def test_a_number_translated_to_an_emergency_number_takes_an_emergency_trunk() -
     assert route(site, "101", "92125551234", OPEN) == ToTrunk("voip", "+12125551234")
     no_emergency = replace(site, trunks=(Trunk("voip", emergency=False),))
     assert isinstance(route(no_emergency, "102", "9999", OPEN), Unroutable)
+
+
+def test_service_numbers_route_to_their_application() -> None:
+    from dialplan.model import SiteModel, User
+    from dialplan.route import ToService
+
+    site = SiteModel(users=(User("101"),), services={"70000": "assigner"})
+    assert route(site, "101", "70000", OPEN) == ToService("assigner")
+    with pytest.raises(ValueError):
+        SiteModel(users=(User("101"),), services={"101": "assigner"})

@@ -152,6 +152,26 @@ class CallControl:
         self.timers.handle_timer(now)
         self._drain(now)
 
+    # -- voice applications (agent.apps) ------------------------------------------------
+    def answer_app(self, call: Call, sdp: bytes, application: str, now: float) -> bool:
+        """A voice application answers ``call`` with its media ``sdp``; False if the
+        caller has gone meanwhile."""
+        if call.state is CallState.ENDED or call.a.server_key is None:
+            return False
+        call.state = CallState.ANSWERED
+        call.answer = now
+        call.callee = application
+        self._answer_incoming(call.a, sdp, SDP, now)
+        return True
+
+    def refuse_app(self, call: Call, status: int, reason: str, now: float) -> None:
+        if call.state is not CallState.ENDED:
+            self._refuse(call, Refuse(status, reason), now)
+
+    def hang_up_app(self, call: Call, now: float) -> None:
+        """The application is done: BYE the caller, write the record."""
+        self._end(call, now, "answered", "application")
+
     def send_request(
         self, request: Request, peer: Peer, now: float, handler: ResponseHandler
     ) -> ClientTxKey:
@@ -891,6 +911,10 @@ class CallControl:
         call = origin.call
         target = call.other(origin)
         method = request.method
+        if method == "INFO" and target is None and call.on_info is not None:
+            call.on_info(request.body)  # DTMF for a voice application
+            self._reply(key, request, 200, now)
+            return
         if target is None or target.dialog is None or target.state is not LegState.UP:
             status = 200 if method == "INFO" else 491 if method in ("INVITE", "UPDATE") else 481
             self._reply(key, request, status, now)
@@ -1065,6 +1089,8 @@ class CallControl:
             if leg.dialog is not None:
                 self._dialogs.pop(leg.dialog.id, None)
         self.calls.pop(call.id, None)
+        if call.on_end is not None:
+            call.on_end()
         if call.parked_slot is not None and self.features.parked.get(call.parked_slot) is call:
             del self.features.parked[call.parked_slot]
         if was_answered:

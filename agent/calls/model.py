@@ -11,6 +11,7 @@ them and relays what one side says to the other.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.calls.plan import RingPlan
@@ -98,6 +99,10 @@ class Call:
     plan: RingPlan | None = None
     offer: bytes | None = None  # SDP for new B legs; None: the A leg's INVITE body
     recorded: bool = True  # feature-code calls are not calls: no record
+    # A voice application answering the call (agent.apps): told when the call ends, and
+    # given SIP INFO DTMF bodies.
+    on_end: Callable[[], None] | None = None
+    on_info: Callable[[bytes], None] | None = None
     step: int = 0  # index into plan.steps
     delayed: int = 0  # destinations of this step still waiting for their delay
 

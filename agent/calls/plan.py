@@ -22,6 +22,7 @@ from dialplan.route import (
     Restricted,
     ToAttendant,
     ToHuntGroup,
+    ToService,
     ToTrunk,
     ToUser,
     ToVoicemail,
@@ -110,6 +111,8 @@ def plan_for(decision: Decision, diversion: str | None = None) -> Plan:
         return ToApplication("voicemail", decision.mailbox, decision.reason, diversion)
     if isinstance(decision, ToAttendant):
         return ToApplication("attendant", decision.name, "", diversion)
+    if isinstance(decision, ToService):
+        return ToApplication(decision.name, decision.name, "", diversion)
     if isinstance(decision, FeatureCode):
         return decision
     if isinstance(decision, Busy):

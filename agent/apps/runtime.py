@@ -1,0 +1,142 @@
+"""Voice applications: calls the agent answers itself, with media, prompts and digits.
+
+Call control routes a call to an application by name (``CallControl.applications``);
+the runtime answers it with an RTP leg from the media engine and runs the
+application as a coroutine over an :class:`AppCall`:
+
+    async def app(call: AppCall) -> None:
+        digits = await call.ask("assigner-pin", max_digits=12)
+        await call.play("goodbye")
+
+The coroutine is the application's whole dialogue; when it returns the runtime hangs
+up. When the caller hangs up first, the coroutine is cancelled at its next await.
+Digits come from RFC 4733 events, SIP INFO or in-band tones, as one stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from agent.calls.model import Call
+from agent.media.engine import MediaLeg
+from sipstack.media.session import DtmfReceived, PlayoutDone
+
+log = logging.getLogger(__name__)
+
+FIRST_DIGIT_TIMEOUT = 8.0  # seconds to start entering digits after a prompt
+INTER_DIGIT_TIMEOUT = 4.0
+MAX_CALL_SECONDS = 600.0  # no application dialogue lasts longer
+
+
+class PromptSource(Protocol):
+    def get(self, prompt_id: str) -> bytes: ...
+
+
+class AppHost(Protocol):
+    """What the runtime needs of the SIP side (implemented by SipService)."""
+
+    def app_hang_up(self, call: Call) -> None: ...
+
+
+class AppCall:
+    """One answered application call: play prompts, read digits, hang up."""
+
+    def __init__(self, host: AppHost, call: Call, leg: MediaLeg,
+                 prompts: PromptSource | None) -> None:
+        self.host = host
+        self.call = call
+        self.leg = leg
+        self.prompts = prompts
+        self.source_ip = call.a.peer.host
+        self._digits: asyncio.Queue[str] = asyncio.Queue()
+        self._played = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    # -- events from the media leg --------------------------------------------------
+    def on_media_event(self, leg: MediaLeg, event: object) -> None:
+        if isinstance(event, DtmfReceived):
+            self._digits.put_nowait(event.digit)
+        elif isinstance(event, PlayoutDone):
+            self._played.set()
+
+    def info_dtmf(self, body: bytes) -> None:
+        session = self.leg.session
+        if session is not None:
+            session.receive_dtmf_info(body)
+
+    # -- what applications call -----------------------------------------------------
+    async def play(self, *prompt_ids: str, interruptible: bool = True) -> str | None:
+        """Play the prompts in order; with ``interruptible``, a key press stops them
+        and is returned (the caller need not wait for a menu to finish)."""
+        session = self.leg.session
+        if session is None or self.prompts is None:
+            return None
+        for prompt_id in prompt_ids:
+            self._played.clear()
+            session.play(self.prompts.get(prompt_id))
+            waiter = asyncio.ensure_future(self._played.wait())
+            digit_task = asyncio.ensure_future(self._digits.get()) if interruptible else None
+            pending = {waiter} | ({digit_task} if digit_task else set())
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending - done:
+                task.cancel()
+            if digit_task is not None and digit_task in done:
+                session.clear()
+                return digit_task.result()
+        return None
+
+    async def read_digits(self, *, max_digits: int, terminator: str = "#",
+                          first_timeout: float = FIRST_DIGIT_TIMEOUT,
+                          inter_digit: float = INTER_DIGIT_TIMEOUT,
+                          first: str | None = None) -> str:
+        """Digits until ``terminator``, ``max_digits`` or a timeout; "" when none came."""
+        digits = "" if first is None else first
+        if first == terminator:
+            return ""
+        while len(digits) < max_digits:
+            timeout = first_timeout if not digits else inter_digit
+            try:
+                digit = await asyncio.wait_for(self._digits.get(), timeout)
+            except TimeoutError:
+                break
+            if digit == terminator:
+                break
+            digits += digit
+        return digits
+
+    async def ask(self, *prompt_ids: str, max_digits: int, terminator: str = "#") -> str:
+        """Play the prompts (a key press cuts them short) and read the answer."""
+        first = await self.play(*prompt_ids)
+        return await self.read_digits(max_digits=max_digits, terminator=terminator,
+                                      first=first)
+
+    def hang_up(self) -> None:
+        if not self.ended.is_set():
+            self.host.app_hang_up(self.call)
+
+
+Application = Callable[[AppCall], Awaitable[None]]
+
+
+async def run_application(app: Application, call: AppCall) -> None:
+    """Run ``app`` until it returns, the caller hangs up or MAX_CALL_SECONDS pass."""
+    task = asyncio.ensure_future(app(call))
+    ended = asyncio.ensure_future(call.ended.wait())
+    try:
+        done, _ = await asyncio.wait({task, ended}, timeout=MAX_CALL_SECONDS,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task in done and task.exception() is not None:
+            log.error("voice application failed", exc_info=task.exception(),
+                      extra={"call": call.call.id})
+    finally:
+        for pending in (task, ended):
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+        call.hang_up()
+        call.leg.close()
