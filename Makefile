@@ -5,6 +5,7 @@
 #   make lint    ruff, mypy (strict on sipstack/ and dialplan/), import layering
 #   make bench   benchmarks against the anchors (Kamailio, sippy, tftpd-hpa), printing figures and ratios
 #   make deps    the Debian packages the tests need (root only; fast when present)
+#   make prompts the voice prompts from agent/prompts/catalogue.py (espeak-ng + sox; cached)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -33,7 +34,7 @@ PYTEST_ARGS ?=
 HAVE_LIBSYSTEMD := $(shell pkg-config --exists libsystemd 2>/dev/null && echo yes)
 STAMP := $(VENV)/.stamp-test$(if $(HAVE_LIBSYSTEMD),-systemd)
 
-.PHONY: help venv deps deps-bench lint test run bench clean
+.PHONY: help venv deps deps-bench lint test run bench clean prompts
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -73,13 +74,25 @@ lint: venv
 test: deps
 	@$(MAKE) --no-print-directory venv
 	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory prompts PROMPTS_FLAGS=--best-effort
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------- voice prompts
+
+# packaging/prompts/en/<id>.wav (8 kHz mono µ-law) from agent/prompts/catalogue.py.
+# The generator keeps a content hash per prompt in en/manifest.json and redoes only what
+# changed: an up-to-date run reads the manifest and exits (~0.1 s), a full set takes ~1 s.
+# run/test pass --best-effort (no espeak-ng/sox: warn, go on); `make prompts` fails instead.
+PROMPTS_FLAGS ?=
+prompts: venv
+	@$(PY) packaging/prompts/generate.py $(PROMPTS_FLAGS)
 
 # ---------------------------------------------------------------- running
 
 LISTEN := --listen udp:$(HOST):$(PORT) --listen tcp:$(HOST):$(PORT)
 
 run: venv
+	@$(MAKE) --no-print-directory prompts PROMPTS_FLAGS=--best-effort
 	@mkdir -p $(STATE)
 	@$(VENV)/bin/edgepbx softphone-settings --site $(SITE) $(LISTEN)
 	@echo "Phone files over TFTP on $(HOST):$(TFTP_PORT) (tftp -m binary HOST $(TFTP_PORT) -c get XmlDefault.cnf.xml)"

@@ -26,11 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.apps.assigner import AssignerSite, extension_assigner
+from agent.apps.runtime import AppCall, Application, run_application
 from agent.calls.engine import CallConfig, CallControl, EndedCall
+from agent.calls.model import Call
+from agent.calls.plan import ToApplication
 from agent.calls.site_env import SiteCallEnv
 from agent.calls.trunks import TrunkRegistrations
 from agent.cdr import CallRecord
 from agent.listen import ListenSpec, hostport
+from agent.media.engine import MediaEngine, PortRangeExhausted
+from agent.prompts import PromptError, PromptLibrary
+from agent.prompts import default_directory as default_prompt_directory
 from agent.site import Site
 from agent.store import BindingRow, DeleteBinding, Store, UpsertBinding
 from agent.version import version
@@ -42,10 +49,12 @@ from sipstack.endpoint import (
     salvage_error_response,
 )
 from sipstack.framing import FramingError
+from sipstack.media.session import NegotiationError
 from sipstack.message import REASON_PHRASES
 from sipstack.peer import Peer
 from sipstack.registrar import Binding, Change, Registrar, RegistrarConfig, Upsert
 from sipstack.registration import RegistrationHandler
+from sipstack.sdp import SdpError, parse_sdp
 from sipstack.transaction import LayerConfig, TransactionError, TransactionLayer
 from sipstack.transport import StreamLimits, StreamServer, UdpEndpoint, open_udp, server_ssl_context
 from sipstack.validate import check_request
@@ -182,6 +191,13 @@ class SipService:
                                          f"edgepbx/{version()}")
         self._call_timer: asyncio.TimerHandle | None = None
         self._call_deadline: float | None = None
+        # Voice applications (agent.apps): the Agent sets assigner_site; the media engine
+        # and the prompts are opened on the first application call.
+        self.assigner_site: AssignerSite | None = None
+        self._media: MediaEngine | None = None
+        self._prompts: PromptLibrary | None = None
+        self._app_tasks: set[asyncio.Task[None]] = set()
+        self.calls.applications["assigner"] = self._launch_app
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
         self._unwritten: list[CallRecord] = []
         self._load_timer: asyncio.TimerHandle | None = None
@@ -292,6 +308,10 @@ class SipService:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for task in list(self._app_tasks):
+            task.cancel()
+        if self._media is not None:
+            await self._media.close()
         if self._call_timer is not None:
             self._call_timer.cancel()
         if self._load_timer is not None:
@@ -414,6 +434,58 @@ class SipService:
     def _has_flow(self, peer: Peer) -> bool:
         server = self._streams.get(peer.transport)
         return server is not None and peer in server.connections
+
+    # -- voice applications ---------------------------------------------------------
+    def _app_for(self, name: str) -> Application | None:
+        if name == "assigner" and self.assigner_site is not None:
+            return functools.partial(extension_assigner, site=self.assigner_site)
+        return None
+
+    def _launch_app(self, call: Call, plan: ToApplication, now: float) -> bool:
+        app = self._app_for(plan.kind)
+        if app is None or self._loop is None:
+            return False
+        task = self._loop.create_task(self._run_app(app, call, plan.kind))
+        self._app_tasks.add(task)
+        task.add_done_callback(self._app_tasks.discard)
+        return True
+
+    async def _run_app(self, app: Application, call: Call, name: str) -> None:
+        invite = call.a.invite
+        try:
+            if self._prompts is None:
+                self._prompts = PromptLibrary(default_prompt_directory())
+            offer = parse_sdp(invite.body if invite is not None else b"")
+            if self._media is None:
+                self._media = MediaEngine()
+            holder: list[AppCall] = []
+            leg, answer = await self._media.answer(
+                offer, self.local_address(call.a.peer)[0],
+                lambda media_leg, event: holder[0].on_media_event(media_leg, event)
+                if holder else None)
+        except (SdpError, NegotiationError) as exc:
+            self.calls.refuse_app(call, 488, str(exc), time.time())
+            self._flush()
+            return
+        except (PromptError, PortRangeExhausted, OSError) as exc:
+            log.error("voice application unavailable", extra={"app": name, "why": str(exc)})
+            self.calls.refuse_app(call, 503, str(exc), time.time())
+            self._flush()
+            return
+        app_call = AppCall(self, call, leg, self._prompts)
+        holder.append(app_call)
+        call.on_end = app_call.ended.set
+        call.on_info = app_call.info_dtmf
+        if not self.calls.answer_app(call, answer.serialize(), name, time.time()):
+            leg.close()
+            return
+        self._flush()
+        await run_application(app, app_call)
+        self._flush()
+
+    def app_hang_up(self, call: Call) -> None:
+        self.calls.hang_up_app(call, time.time())
+        self._flush()
 
     def _unreachable(self, peer: Peer) -> None:
         """A connection to ``peer`` could not be opened: its transactions fail now

@@ -33,7 +33,7 @@ MAX_CALL_SECONDS = 600.0  # no application dialogue lasts longer
 
 
 class PromptSource(Protocol):
-    def get(self, prompt_id: str) -> bytes: ...
+    def get(self, prompt_id: str, codec: str = "PCMU") -> bytes: ...
 
 
 class AppHost(Protocol):
@@ -77,7 +77,7 @@ class AppCall:
             return None
         for prompt_id in prompt_ids:
             self._played.clear()
-            session.play(self.prompts.get(prompt_id))
+            session.play_encoded(self.prompts.get(prompt_id, session.params.codec))
             waiter = asyncio.ensure_future(self._played.wait())
             digit_task = asyncio.ensure_future(self._digits.get()) if interruptible else None
             pending = {waiter} | ({digit_task} if digit_task else set())

@@ -1,0 +1,1 @@
+"""Voice applications the agent answers itself: see ``runtime``."""
