@@ -23,6 +23,8 @@ PORT ?= 5060
 # TFTP for phone provisioning: 69 is the standard port but needs root or
 # CAP_NET_BIND_SERVICE (the systemd unit grants it); make run uses an unprivileged one.
 TFTP_PORT ?= 6969
+# The same files over HTTP (Digest for phones with HTTP credentials); empty turns it off.
+HTTP_PORT ?= 8080
 SITE ?= agent/demo/site.yaml
 STATE ?= var
 
@@ -96,6 +98,7 @@ run: venv
 	@mkdir -p $(STATE)
 	@$(VENV)/bin/edgepbx softphone-settings --site $(SITE) $(LISTEN)
 	@echo "Phone files over TFTP on $(HOST):$(TFTP_PORT) (tftp -m binary HOST $(TFTP_PORT) -c get XmlDefault.cnf.xml)"
+	@$(if $(HTTP_PORT),echo "and over HTTP on $(HOST):$(HTTP_PORT) (curl http://127.0.0.1:$(HTTP_PORT)/XmlDefault.cnf.xml)")
 	@echo
 	@echo "Then call one extension from another (the demo hunt group rings on 6000)."
 	@echo "Registered phones: $(VENV)/bin/edgepbx --state-dir $(STATE) phones"
@@ -103,7 +106,7 @@ run: venv
 	@echo "Call records:      $(VENV)/bin/edgepbx --state-dir $(STATE) cdr   (Ctrl-C stops)"
 	@echo
 	exec $(VENV)/bin/edgepbx-agent --site $(SITE) --state-dir $(STATE) $(LISTEN) \
-	  --tftp-listen $(HOST):$(TFTP_PORT)
+	  --tftp-listen $(HOST):$(TFTP_PORT) $(if $(HTTP_PORT),--http-listen $(HOST):$(HTTP_PORT))
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory venv

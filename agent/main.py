@@ -2,7 +2,7 @@
 
     edgepbx-agent --site FILE --state-dir DIR --listen udp:127.0.0.1:5060
                   [--listen tcp:HOST:PORT] [--listen tls:HOST:PORT] [--loop auto|uvloop|asyncio]
-                  [--tftp-listen HOST:PORT]
+                  [--tftp-listen HOST:PORT] [--http-listen HOST:PORT] [--https-listen HOST:PORT]
 
 Runs in the foreground and logs to stderr (or natively to the journal under systemd).
 Signals: SIGTERM/SIGINT stop cleanly (exit 0); SIGHUP reloads the site file (an invalid file
@@ -89,6 +89,13 @@ def _tftp_listen_arg(text: str) -> ListenSpec:
         raise argparse.ArgumentTypeError(str(exc).replace("udp:", "", 1)) from None
 
 
+def _http_listen_arg(text: str) -> ListenSpec:
+    try:
+        return parse_listen(f"tcp:{text}")
+    except ListenError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("tcp:", "", 1)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgepbx-agent",
@@ -111,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve phone configuration files over TFTP on HOST:PORT, e.g. 0.0.0.0:69 "
         "(port 69 needs CAP_NET_BIND_SERVICE, which the systemd unit grants); default: off",
     )
+    parser.add_argument(
+        "--http-listen", type=_http_listen_arg, default=None, metavar="HOST:PORT",
+        help="serve the same files over HTTP on HOST:PORT (Digest authentication for "
+        "phones with HTTP credentials); default: off",
+    )
+    parser.add_argument(
+        "--https-listen", type=_http_listen_arg, default=None, metavar="HOST:PORT",
+        help="serve the same files over HTTPS on HOST:PORT, with the agent's TLS "
+        "certificate; default: off",
+    )
     parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                         help="event loop (auto: uvloop when installed)")
     parser.add_argument("--log-level", default=os.environ.get("EDGEPBX_LOG_LEVEL", "info"),
@@ -120,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-hostname", default=None, metavar="NAME",
                         help="name for a generated TLS certificate (default: the host name)")
     return parser
+
+
+def _server_ssl_context(cert: Path, key: Path) -> Any:
+    """The HTTPS provisioning server's context: the agent's certificate, TLS 1.2 or newer."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,6 +166,8 @@ class Agent:
         service_factory: ServiceFactory = _default_service_factory,
         tls_hostname: str | None = None,
         tftp_listen: ListenSpec | None = None,
+        http_listen: ListenSpec | None = None,
+        https_listen: ListenSpec | None = None,
     ) -> None:
         self.site_path = site_path
         self.site = site
@@ -149,6 +178,8 @@ class Agent:
         self._factory = service_factory
         self._tls_hostname = tls_hostname
         self.tftp_listen = tftp_listen
+        self.http_listen = http_listen
+        self.https_listen = https_listen
         self.store: Store | None = None
         self.service: SipServiceLike | None = None
         self.provisioning: Any = None  # agent.provisioning_service.ProvisioningService
@@ -323,6 +354,8 @@ class Agent:
         assert self.store is not None
         tls_cert: tuple[Path, Path] | None = None
         tls_specs = [s for s in self.listens if s.transport == "tls"]
+        if self.https_listen is not None:
+            tls_specs.append(self.https_listen)
         if tls_specs:
             # Imported here: `cryptography` costs about 8 MiB of memory that an
             # agent without a TLS listener never needs.
@@ -348,19 +381,31 @@ class Agent:
                       exc_info=not isinstance(exc, OSError))
             await self._stop_service()
             return EXIT_FAILURE
-        if self.tftp_listen is not None:
+        if self.tftp_listen is not None or self.http_listen is not None \
+                or self.https_listen is not None:
+            from agent.provisioning_http import http_auth_config
             from agent.provisioning_service import ProvisioningService
 
+            tftp, http, https = self.tftp_listen, self.http_listen, self.https_listen
             try:
+                ssl_context = None
+                if https is not None:
+                    assert tls_cert is not None
+                    ssl_context = _server_ssl_context(*tls_cert)
                 self.provisioning = ProvisioningService(
                     self._provisioning_model(self.site), store=self.store,
-                    host=self.tftp_listen.host, port=self.tftp_listen.port,
+                    host=tftp.host if tftp is not None else None,
+                    port=tftp.port if tftp is not None else 0,
+                    http=(http.host, http.port) if http is not None else None,
+                    https=(https.host, https.port) if https is not None else None,
+                    ssl_context=ssl_context, auth=http_auth_config(self.site),
                 )
                 await self.provisioning.start()
                 self._start_resync()
             except (OSError, ValueError) as exc:
-                log.error("cannot start TFTP provisioning",
-                          extra={"listen": self.tftp_listen.hostport, "error": str(exc)})
+                log.error("cannot start provisioning", extra={
+                    "listen": " ".join(s.hostport for s in (tftp, http, https) if s is not None),
+                    "error": str(exc)})
                 self.provisioning = None
                 await self._stop_service()
                 return EXIT_FAILURE
@@ -409,7 +454,7 @@ class Agent:
             try:
                 await asyncio.wait_for(self.provisioning.stop(), STOP_TIMEOUT)
             except Exception:
-                log.exception("error while stopping TFTP provisioning")
+                log.exception("error while stopping provisioning")
             self.provisioning = None
         if self.service is None:
             return
@@ -483,8 +528,10 @@ class Agent:
                              "error": str(exc)}, actor=actor)
                 return False
         if self.provisioning is not None and new_model is not None:
+            from agent.provisioning_http import http_auth_config
+
             old_model = self.provisioning.model
-            self.provisioning.apply(new_model)
+            self.provisioning.apply(new_model, http_auth_config(new_site))
             if self.resync is not None:
                 self.resync.site_changed(old_model, new_model, time.time())
                 self._resync_tick()
@@ -579,6 +626,7 @@ def main(
         site_path=args.site, site=site, state_dir=state_dir, listens=listens,
         service_factory=service_factory or _default_service_factory,
         tls_hostname=args.tls_hostname, tftp_listen=args.tftp_listen,
+        http_listen=args.http_listen, https_listen=args.https_listen,
     )
     try:
         return _run_loop(agent.run, args.loop)

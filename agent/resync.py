@@ -146,7 +146,7 @@ class Resync:
 
         if entry.vendor == "cisco":
             sent = self.sender.send_resync(entry.extension, "service-control",
-                                           _cisco_restart, result)
+                                           cisco_restart_body, result)
         else:
             sent = self.sender.send_resync(entry.extension, "check-sync;reboot=false",
                                            None, result)
@@ -163,7 +163,7 @@ class Resync:
         }
 
 
-def _cisco_restart(register_call_id: str) -> bytes:
+def cisco_restart_body(register_call_id: str) -> bytes:
     lines = ["action=restart", f"RegisterCallId={{{register_call_id}}}",
              "ConfigVersionStamp={}", "DialplanVersionStamp={}", "SoftkeyVersionStamp={}",
              "FeatureControlVersionStamp={}", "CUCMResult={config_changed}",

@@ -48,6 +48,7 @@ from sipstack.endpoint import (
     IncomingRequest,
     salvage_error_response,
 )
+from sipstack.errors import SipParseError
 from sipstack.framing import FramingError
 from sipstack.media.session import NegotiationError
 from sipstack.message import REASON_PHRASES
@@ -57,6 +58,7 @@ from sipstack.registration import RegistrationHandler
 from sipstack.sdp import SdpError, parse_sdp
 from sipstack.transaction import LayerConfig, TransactionError, TransactionLayer
 from sipstack.transport import StreamLimits, StreamServer, UdpEndpoint, open_udp, server_ssl_context
+from sipstack.uri import SipUri, parse_uri
 from sipstack.validate import check_request
 
 log = logging.getLogger(__name__)
@@ -431,6 +433,42 @@ class SipService:
         self._flush()
         return sent
 
+    def resync_contact(self, contact: str, source_ip: str, vendor: str) -> None:
+        """Tell the phone at ``contact`` (it called from ``source_ip``) to fetch its files:
+        the extension assigner's phone, registered as the auto-registration account."""
+        now = time.time()
+        call_peer = next((b.source for aor in self.registrar.aors()
+                          for b in self.registrar.lookup(aor, now)
+                          if b.source.host == source_ip), None)
+        register_call_id = next((b.call_id for aor in self.registrar.aors()
+                                 for b in self.registrar.lookup(aor, now)
+                                 if b.source.host == source_ip), "")
+        peer = call_peer or self._contact_peer(contact)
+        if peer is None or not contact:
+            return
+        cisco = vendor == "cisco"
+        body = _cisco_restart_body(register_call_id) if cisco else b""
+        try:
+            self.calls.notify_out_of_dialog(
+                contact, peer, now, to=f"<{contact}>",
+                event="service-control" if cisco else "check-sync;reboot=false",
+                handler=lambda response, status, t: None, body=body,
+                content_type="text/plain" if body else None)
+        except TransactionError as exc:
+            log.info("resync NOTIFY not sent", extra={"contact": contact, "why": str(exc)})
+        self._flush()
+
+    @staticmethod
+    def _contact_peer(contact: str) -> Peer | None:
+        try:
+            uri = parse_uri(contact)
+        except SipParseError:
+            return None
+        if not isinstance(uri, SipUri):
+            return None
+        transport = str(uri.params.get("transport") or "udp").lower()
+        return Peer(transport, uri.host_bare, uri.port or 5060)
+
     def _has_flow(self, peer: Peer) -> bool:
         server = self._streams.get(peer.transport)
         return server is not None and peer in server.connections
@@ -658,6 +696,12 @@ class SipService:
                 "expires_in": max(0, int(b.expires_at - now)),
             })
         return out
+
+
+def _cisco_restart_body(register_call_id: str) -> bytes:
+    from agent.resync import cisco_restart_body
+
+    return cisco_restart_body(register_call_id)
 
 
 def _call_record(e: EndedCall) -> CallRecord:

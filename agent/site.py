@@ -58,6 +58,7 @@ __all__ = [
     "Did",
     "FeatureCodes",
     "Forward",
+    "HttpAuth",
     "HuntGroup",
     "HuntMember",
     "NightService",
@@ -1039,6 +1040,15 @@ class PagingGroup(SchemaModel):
     port: StrictInt = Field(ge=1, le=65535, description="UDP port of the RTP stream.")
 
 
+class HttpAuth(SchemaModel):
+    """``provisioning.http_auth:`` - the credentials phones use to fetch their files over
+    HTTP(S), for phones without their own ``http_username``/``http_password``."""
+
+    username: SipUsername = Field(description="HTTP username (letters, digits, . _ ~ + -).")
+    password: Password = Field(description="HTTP password; write-only, like the SIP "
+                               "passwords.")
+
+
 class ProvisioningSettings(SchemaModel):
     """``provisioning:`` - what the phone configuration files point the phones at."""
 
@@ -1052,6 +1062,12 @@ class ProvisioningSettings(SchemaModel):
         default=None, description="Time server the phones use. Default: sip_server."
     )
     paging_groups: list[PagingGroup] = Field(default_factory=list, max_length=25)
+    http_auth: HttpAuth | None = Field(
+        default=None,
+        description="Default HTTP credentials for fetching a Yealink's or Polycom's own file "
+        "over HTTP(S) (Digest over HTTP, Basic or Digest over HTTPS). Cisco phones do not "
+        "support HTTP authentication.",
+    )
 
 
 class PhoneLine(SchemaModel):
@@ -1091,6 +1107,11 @@ class Phone(SchemaModel):
         default_factory=list, max_length=25,
         description="Labels of provisioning.paging_groups the phone listens to.",
     )
+    http_username: SipUsername | None = Field(
+        default=None, description="HTTP username this phone fetches its own file with "
+        "(Yealink and Polycom only); default: provisioning.http_auth.")
+    http_password: Password | None = Field(
+        default=None, description="HTTP password that goes with http_username (write-only).")
 
 
 class Site(SchemaModel):
@@ -1479,6 +1500,14 @@ def _check_phones(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                                      f"{_quote(raw_mac)} is already the MAC of phones[{first}]"))
         model_text = phone.get("model")
         entry = lookup_phone_model(model_text) if isinstance(model_text, str) else None
+        has_user = phone.get("http_username") is not None
+        if has_user != (phone.get("http_password") is not None):
+            problems.append(((*loc, "http_password" if has_user else "http_username"),
+                             "http_username and http_password go together"))
+        elif has_user and entry is not None and entry.vendor == "cisco":
+            problems.append(((*loc, "http_username"),
+                             f"a {entry.model} does not support HTTP authentication "
+                             "(its file is served without it)"))
         lines = phone.get("lines")
         lines = lines if isinstance(lines, list) else []
         on_phone: dict[str, int] = {}

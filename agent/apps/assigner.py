@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import Protocol
 
 from agent.apps.runtime import AppCall
@@ -31,7 +32,8 @@ class AssignerSite(Protocol):
 
     def extension_exists(self, extension: str) -> bool: ...
 
-    def assign_phone(self, source_ip: str, extension: str) -> str | None:
+    async def assign_phone(self, source_ip: str, extension: str, user_agent: str,
+                           contact: str, now: float) -> str | None:
         """Bind the phone calling from ``source_ip`` to ``extension``; None when done,
         else why not (for the log; the caller hears a generic failure)."""
         ...
@@ -62,7 +64,8 @@ async def extension_assigner(call: AppCall, site: AssignerSite) -> None:
         confirm = await call.ask("assign_press_1_to_confirm", max_digits=1)
         if confirm != "1":
             continue
-        problem = site.assign_phone(call.source_ip, extension)
+        problem = await site.assign_phone(call.source_ip, extension, call.user_agent,
+                                          call.contact, time.time())
         if problem is not None:
             log.warning("assigner could not bind the phone",
                         extra={"source": call.source_ip, "extension": extension,

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from agent.calls.model import Call
 from agent.media.engine import MediaLeg
+from sipstack.errors import SipParseError
 from sipstack.media.session import DtmfReceived, PlayoutDone
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ class AppCall:
         self.leg = leg
         self.prompts = prompts
         self.source_ip = call.a.peer.host
+        invite = call.a.invite
+        self.user_agent = (invite.headers.get("user-agent") or "") if invite else ""
+        self.contact = ""
+        if invite is not None:
+            with contextlib.suppress(SipParseError, IndexError):
+                self.contact = invite.contacts[0].raw_uri
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self._played = asyncio.Event()
         self.ended = asyncio.Event()
