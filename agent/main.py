@@ -375,6 +375,10 @@ class Agent:
                 site=self.site, store=self.store, listens=list(self.listens),
                 state_dir=self.state_dir, tls_cert=tls_cert,
             )
+            if hasattr(self.service, "assigner_site"):
+                from agent.assigner_site import SiteAssigner
+
+                self.service.assigner_site = SiteAssigner(self)
             await self.service.start()
         except (OSError, ImportError, ValueError, RuntimeError) as exc:
             log.error("cannot start the SIP service", extra={"error": str(exc)},

@@ -37,6 +37,8 @@ class ProvisioningModel:
 
     site: model.ProvisioningSite
     phones: Mapping[str, model.Phone]
+    # The line an unassigned phone gets (provisioning.auto_registration), or None.
+    auto_line: model.Line | None = None
 
 
 def _ports(listens: Sequence[ListenSpec]) -> dict[model.Transport, int]:
@@ -129,4 +131,10 @@ def provisioning_model(
             raise ValueError(f"{exc}; set provisioning.sip_server in the site") from None
         raise
     phones = {p.mac: _phone(site, p) for p in site.phones}
-    return ProvisioningModel(prov_site, phones)
+    auto = site.provisioning.auto_registration
+    auto_line = None
+    if auto is not None:
+        auto_line = model.Line(extension=auto.assigner_number, auth_username=auto.username,
+                               auth_password=auto.password.get_secret_value(),
+                               display_name="Unassigned", label="Unassigned")
+    return ProvisioningModel(prov_site, phones, auto_line)

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.assignment import DEFAULT_MODEL
 from agent.control import device_entry
 from agent.listen import hostport
 from agent.provisioning_http import HttpAuthConfig, HttpProvisioning
@@ -54,6 +55,7 @@ from agent.store import DeviceEvent, DeviceFetched, DeviceSeen, Store
 from agent.tftp_service import TftpService
 from provisioning import file_for, mac_in_filename, render_cisco_default
 from provisioning.files import XML, vendor_of
+from provisioning.model import Phone
 from provisioning.polycom import COMMON_FILENAME as POLYCOM_COMMON
 from provisioning.polycom import PHONE_FILE_SUFFIX as POLYCOM_SUFFIX
 from provisioning.tftp import (
@@ -222,9 +224,22 @@ class ProvisioningService:
             if found is not None:
                 return Lookup(found[0], found[1], mac, vendor, own=True, sha256=found[2])
         # Unassigned (or asking for another vendor's file): never a phone's own file.
+        auto = self._auto_profile(mac, name, vendor) if phone is None else None
+        if auto is not None:
+            return Lookup(auto[0], auto[1], mac, vendor)
         if vendor == "cisco":
             return Lookup(render_cisco_default(self._model.site), XML, mac, vendor)
         return Lookup(None, XML, mac, vendor)
+
+    def _auto_profile(self, mac: str, name: str, vendor: str | None) -> tuple[bytes, str] | None:
+        """With auto-registration on, an unassigned phone's file has one line: the shared
+        account, which can only call the extension assigner."""
+        line = self._model.auto_line
+        model_name = DEFAULT_MODEL.get(vendor or "")
+        if line is None or model_name is None:
+            return None
+        phone = Phone(mac=mac, model=model_name, lines=(line,))
+        return file_for(self._model.site, {mac: phone}, name)
 
     def fetched(self, mac: str, filename: str, sha256: str) -> None:
         """A phone's own file went out completely: record it and tell resync."""

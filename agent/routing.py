@@ -89,7 +89,10 @@ def routing_model(site: doc.Site) -> model.SiteModel:
     """The routing view of ``site``. Pure; raises only if ``site`` bypassed validation."""
     settings = site.site
     rules = settings.restriction
+    auto = site.provisioning.auto_registration
+    services = {auto.assigner_number: "assigner"} if auto is not None else {}
     return model.SiteModel(
+        services=services,
         users=tuple(_user(u) for u in site.users),
         hunt_groups=tuple(_hunt_group(g) for g in site.hunt_groups),
         schedules=tuple(_schedule(s, settings.timezone) for s in site.schedules),

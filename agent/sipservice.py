@@ -77,6 +77,7 @@ CALL_METHODS = frozenset(
      "SUBSCRIBE", "MESSAGE"}
 )
 SWEEP_INTERVAL = 30.0
+AUTO_REGISTRATION_AOR = "@auto-registration"  # not a valid user id: no clash possible
 # Overload: the event loop running late means more work arrives than the CPU can do.
 # Past OVERLOAD_LAG new calls get 503 (existing ones go on); below RECOVER_LAG they are
 # taken again. Measured with a timer every LOAD_TICK seconds.
@@ -102,6 +103,17 @@ class SiteDirectory:
             self._targets[user.extension] = user.id
             for algorithm in algorithms:
                 self._ha1[(username, algorithm)] = ha1(username, realm, password, algorithm)
+        auto = site.provisioning.auto_registration
+        if auto is not None:
+            # Unassigned phones share this account: they may register, and call the
+            # extension assigner (call control refuses anything else).
+            username = auto.username
+            self._by_username[username] = AUTO_REGISTRATION_AOR
+            self._targets[username] = AUTO_REGISTRATION_AOR
+            self._targets[auto.assigner_number] = AUTO_REGISTRATION_AOR  # the line's user part
+            for algorithm in algorithms:
+                self._ha1[(username, algorithm)] = ha1(
+                    username, realm, auto.password.get_secret_value(), algorithm)
 
     def aor_for_target(self, user: str) -> str | None:
         return self._targets.get(user)
@@ -258,6 +270,8 @@ class SipService:
     def _drop_removed_users(self) -> list[Change]:
         """Forget the bindings of users the site no longer has."""
         kept = {u.id for u in self.site.users}
+        if self.site.provisioning.auto_registration is not None:
+            kept.add(AUTO_REGISTRATION_AOR)
         return [
             change
             for aor in self.registrar.aors()
@@ -510,6 +524,8 @@ class SipService:
             self.calls.refuse_app(call, 503, str(exc), time.time())
             self._flush()
             return
+        log.info("voice application answering", extra={"app": name, "call": call.id,
+                                                       "rtp_port": leg.port})
         app_call = AppCall(self, call, leg, self._prompts)
         holder.append(app_call)
         call.on_end = app_call.ended.set

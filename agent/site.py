@@ -36,6 +36,7 @@ from pydantic import (
     Strict,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -1049,6 +1050,28 @@ class HttpAuth(SchemaModel):
                                "passwords.")
 
 
+class AutoRegistration(SchemaModel):
+    """``provisioning.auto_registration:`` - a shared SIP account that phones not yet in
+    ``phones:`` get in their default file, good for one thing only: calling the extension
+    assigner, which binds the phone to an extension from its keypad."""
+
+    username: SipUsername = Field(description="SIP username of the shared account.")
+    password: Password = Field(description="Its SIP password; write-only.")
+    assigner_number: Annotated[str, BeforeValidator(_int_to_str)] = Field(
+        default="70000", pattern=r"^[1-9][0-9]{2,5}$",
+        description="The number unassigned phones dial to reach the assigner.")
+    assigner_pin: Annotated[SecretStr, BeforeValidator(_int_to_str)] = Field(
+        description="The installer's PIN the assigner asks for: 4 to 16 digits; write-only.")
+
+    @field_validator("assigner_pin")
+    @classmethod
+    def _pin_digits(cls, value: SecretStr) -> SecretStr:
+        pin = value.get_secret_value()
+        if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 16):
+            raise PydanticCustomError("pin", "must be 4 to 16 digits")
+        return value
+
+
 class ProvisioningSettings(SchemaModel):
     """``provisioning:`` - what the phone configuration files point the phones at."""
 
@@ -1062,6 +1085,11 @@ class ProvisioningSettings(SchemaModel):
         default=None, description="Time server the phones use. Default: sip_server."
     )
     paging_groups: list[PagingGroup] = Field(default_factory=list, max_length=25)
+    auto_registration: AutoRegistration | None = Field(
+        default=None,
+        description="Off when absent: unknown phones get the vendor's default file with no "
+        "line, and there is no extension assigner.",
+    )
     http_auth: HttpAuth | None = Field(
         default=None,
         description="Default HTTP credentials for fetching a Yealink's or Polycom's own file "
@@ -1221,6 +1249,29 @@ def _cross_check(data: Any) -> list[tuple[Loc, str]]:
         problems.extend(_check_sip(sip))
     problems.extend(_check_routing(data, outside))
     problems.extend(_check_phones(data))
+    problems.extend(_check_auto_registration(data))
+    return problems
+
+
+def _check_auto_registration(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    """The shared account's name and the assigner's number must not be anyone else's."""
+    provisioning = data.get("provisioning")
+    auto = provisioning.get("auto_registration") if isinstance(provisioning, Mapping) else None
+    if not isinstance(auto, Mapping):
+        return []
+    problems: list[tuple[Loc, str]] = []
+    base: Loc = ("provisioning", "auto_registration")
+    users = [u for u in data.get("users", []) if isinstance(u, Mapping)]
+    usernames = {_scalar_key(u.get("sip", {}).get("username"))
+                 for u in users if isinstance(u.get("sip"), Mapping)}
+    if _scalar_key(auto.get("username")) in usernames:
+        problems.append(((*base, "username"), "is already a user's SIP username"))
+    number = _scalar_key(auto.get("assigner_number", "70000"))
+    taken = {_scalar_key(u.get("extension")) for u in users}
+    taken |= {_scalar_key(g.get("pilot")) for g in data.get("hunt_groups", [])
+              if isinstance(g, Mapping)}
+    if number is not None and number in taken:
+        problems.append(((*base, "assigner_number"), f"{_quote(number)} is already in use"))
     return problems
 
 

@@ -157,3 +157,18 @@ def test_receiver_arbitrary_packets_never_raise_or_repeat(stream: list[tuple[int
 @given(st.binary(max_size=64))
 def test_parse_dtmf_relay_arbitrary_bytes(body: bytes) -> None:
     assert parse_dtmf_relay(body) in (None, *"0123456789*#ABCD")
+
+
+def test_a_sender_that_starts_over_with_old_timestamps_is_heard_after_a_pause() -> None:
+    from sipstack.media.dtmf import DtmfReceiver
+
+    def packet(event: int, end: bool) -> bytes:
+        return bytes([event, 0x80 if end else 0, 0, 160])
+
+    rx = DtmfReceiver()
+    assert rx.feed(23200, packet(2, False), 0.0) is not None
+    assert rx.feed(23200, packet(2, True), 0.05) is None  # the same press
+    assert rx.feed(17632, packet(0, False), 0.3) is None  # older: a late packet
+    again = rx.feed(23200, packet(2, False), 2.0)  # a replay, a second later
+    assert again is not None and again.digit == "2"
+    assert rx.feed(17632, packet(0, False), 3.5) is not None

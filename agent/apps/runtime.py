@@ -66,6 +66,7 @@ class AppCall:
     # -- events from the media leg --------------------------------------------------
     def on_media_event(self, leg: MediaLeg, event: object) -> None:
         if isinstance(event, DtmfReceived):
+            log.debug("digit", extra={"digit": event.digit, "source": event.source})
             self._digits.put_nowait(event.digit)
         elif isinstance(event, PlayoutDone):
             self._played.set()

@@ -40,7 +40,7 @@ from agent.calls.plan import Dest, Plan, Refuse, RingPlan, ToApplication, plan_f
 from agent.calls.timers import Timers
 from dialplan.hunt import HuntState
 from dialplan.model import Feature
-from dialplan.route import FeatureCode, route, route_target
+from dialplan.route import FeatureCode, ToService, route, route_target
 from dialplan.target import Target
 from sipstack.dialog import Dialog, DialogId, dialog_id_of_request
 from sipstack.digest import DigestError, Verdict, parse_credentials
@@ -383,6 +383,11 @@ class CallControl:
         else:
             decision = route(self.env.model(), call.caller_extension, dialed,
                              self.env.local_time(now), self._hunt_states(now))
+            if user is not None and user.auto_registration and decision != ToService("assigner"):
+                # An unassigned phone may call the extension assigner, and nothing else.
+                self._refuse(call, Refuse(403, "unassigned phones may only call the assigner"),
+                             now)
+                return
         self._follow(call, plan_for(decision), now)
 
     def _authenticate(self, key: ServerTxKey, request: Request, now: float) -> UserInfo | None:

@@ -24,6 +24,7 @@ class UserInfo:
     name: str
     caller_id: str | None = None  # outside number presented on trunk calls
     pickup_group: str | None = None
+    auto_registration: bool = False  # the shared account of unassigned phones
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,9 @@ class SiteCallEnv:
         return UserInfo(user.extension, user.name, user.caller_id, user.pickup_group)
 
     def user_for_username(self, username: str) -> UserInfo | None:
+        auto = self.site.provisioning.auto_registration
+        if auto is not None and username == auto.username:
+            return UserInfo("", "Unassigned phone", auto_registration=True)
         user = self._users_by_username.get(username)
         return None if user is None else self._info(user)
 

@@ -79,15 +79,22 @@ class DtmfDigit:
 class DtmfReceiver:
     """De-duplicates RFC 4733 events into digits, reported on their first packet seen."""
 
-    __slots__ = ("_last_ts", "_recent", "_recent_set", "events_ignored")
+    __slots__ = ("_last_rx", "_last_ts", "_recent", "_recent_set", "events_ignored",
+                 "forget_after")
 
-    def __init__(self, memory: int = 32) -> None:
+    def __init__(self, memory: int = 32, forget_after: float = 1.0) -> None:
         self._last_ts: int | None = None
         self._recent: deque[int] = deque(maxlen=memory)
         self._recent_set: set[int] = set()
+        self._last_rx: float | None = None
+        # After this long without any event packet, what was seen is forgotten: a sender
+        # that starts over with old timestamps (a replayed capture, a phone after a
+        # restart of its stream) is heard again. Redundant end packets and reordering
+        # come within tens of milliseconds, far inside it.
+        self.forget_after = forget_after
         self.events_ignored = 0
 
-    def feed(self, timestamp: int, payload: bytes) -> DtmfDigit | None:
+    def feed(self, timestamp: int, payload: bytes, now: float | None = None) -> DtmfDigit | None:
         """One telephone-event RTP packet; returns a digit when a new event starts.
 
         Malformed payloads and non-DTMF events (flash, tones) return None.
@@ -95,6 +102,12 @@ class DtmfReceiver:
         if len(payload) < 4:
             self.events_ignored += 1
             return None
+        if now is not None:
+            if self._last_rx is not None and now - self._last_rx > self.forget_after:
+                self._recent.clear()
+                self._recent_set.clear()
+                self._last_ts = None
+            self._last_rx = now
         event, _flags, duration = _EVENT.unpack_from(payload)
         if timestamp in self._recent_set:
             return None  # update, end or retransmitted end of a known event

@@ -703,7 +703,7 @@ class MediaSession:
 
     def _on_event(self, timestamp: int, payload: bytes, now: float) -> None:
         self._inband = None  # the phone sends RFC 4733: don't also listen for tones
-        found = self._dtmf_rx.feed(timestamp, payload)
+        found = self._dtmf_rx.feed(timestamp, payload, now)
         end = len(payload) >= 4 and payload[1] & 0x80
         if found is not None:
             if self._pending is not None:

@@ -1,0 +1,111 @@
+"""What the extension assigner changes: the site file, applied like any site change.
+
+The assigner application (agent.apps.assigner) asks for the PIN and the extension;
+this module does the rest for the Agent: find the calling phone's MAC among the
+devices that fetched provisioning files from the same address, add the phone to the
+site file (validated first, written atomically, the old file restored if the agent
+refuses it), apply it, audit it, and tell the phone to fetch its new file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from agent.assignment import phone_model, with_phone
+from agent.site import SiteError, parse_document, parse_site
+
+if TYPE_CHECKING:
+    from agent.main import Agent
+
+log = logging.getLogger(__name__)
+
+RECENT_DEVICE = 3600.0  # a device that fetched files this recently may be the caller
+
+
+class SiteAssigner:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def assigner_pin(self) -> str | None:
+        auto = self.agent.site.provisioning.auto_registration
+        return None if auto is None else auto.assigner_pin.get_secret_value()
+
+    def extension_exists(self, extension: str) -> bool:
+        return any(u.extension == extension for u in self.agent.site.users)
+
+    def audit(self, action: str, details: dict[str, object]) -> None:
+        self.agent._audit(action, dict(details), actor="assigner")
+
+    async def assign_phone(self, source_ip: str, extension: str, user_agent: str,
+                           contact: str, now: float) -> str | None:
+        agent = self.agent
+        if agent.store is None:
+            return "no store"
+        assigned = {p.mac for p in agent.site.phones}
+        candidates = [d for d in agent.store.devices()
+                      if d.ip == source_ip and d.mac not in assigned
+                      and now - d.last_seen <= RECENT_DEVICE]
+        if not candidates:
+            return f"no unassigned phone fetched files from {source_ip} in the last hour"
+        device = max(candidates, key=lambda d: d.last_seen)
+        model = phone_model(user_agent, device.vendor, device.model_hint)
+        if model is None:
+            return f"cannot tell the model of {device.mac}"
+        path = agent.site_path
+        original = path.read_bytes()
+        try:
+            document = parse_document(original.decode("utf-8"))
+            updated = with_phone(document, device.mac, model, extension)
+            parse_site(updated)  # every error by path, before anything is written
+        except (SiteError, UnicodeDecodeError) as exc:
+            return f"the site would not be valid: {exc}"
+        _write_atomically(path, _serialise(updated, path))
+        if not await agent.reload(actor="assigner"):
+            _write_atomically(path, original)
+            return "the agent refused the changed site"
+        self.audit("phone.assigned", {"mac": device.mac, "model": model,
+                                      "extension": extension, "source": source_ip})
+        log.info("phone assigned", extra={"mac": device.mac, "extension": extension})
+        service = agent.service
+        if service is not None and hasattr(service, "resync_contact"):
+            # The phone is registered (if at all) as the auto-registration account, not
+            # yet as its extension: tell it where it called from.
+            service.resync_contact(contact, source_ip, device.vendor or "")
+        return None
+
+
+def _serialise(document: dict[str, Any], path: Path) -> bytes:
+    if path.suffix.lower() == ".json":
+        return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return ("# Written by edgepbx (extension assigner); comments are not kept.\n"
+            + text).encode()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory: a power cut
+    leaves the old file or the new one, never half of either."""
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
