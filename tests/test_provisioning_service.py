@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import io
 import json
 from pathlib import Path
@@ -13,8 +14,8 @@ from typing import Any
 
 import pytest
 from conftest import short_tempdir
-from test_site_phones import LISTENS, base
-from test_tftp_service import LOOPBACK, fetch, wait_idle
+from test_site_phones import LISTENS, _user, base
+from test_tftp_service import LOOPBACK, TftpClient, fetch, wait_idle
 
 from agent import cli
 from agent.listen import parse_listen
@@ -234,3 +235,53 @@ def test_agent_serves_tftp_and_lists_devices() -> None:
             assert await task == 0
 
         asyncio.run(main())
+
+
+def test_boot_storm_of_200_phones_with_5_percent_loss(tmp_path: Path) -> None:
+    """200 phones (Cisco and Yealink, half with blksize/tsize) fetch their own files at
+    once through the agent's provisioning service while 5% of their packets are lost in
+    both directions: every file arrives byte-exact, and every fetch is recorded."""
+    doc = base()
+    doc["users"] = [_user(str(200 + i)) for i in range(200)]
+    doc["phones"] = [
+        {"mac": f"aa:bb:cc:00:{i // 256:02x}:{i % 256:02x}",
+         "model": "CP-7841" if i % 2 else "yealink-t46",
+         "lines": [{"extension": str(200 + i)}]}
+        for i in range(200)
+    ]
+    model = model_of(doc)
+    names = [f"SEPAABBCC00{i // 256:02X}{i % 256:02X}.cnf.xml" if i % 2
+             else f"aabbcc00{i // 256:02x}{i % 256:02x}.cfg" for i in range(200)]
+    expected = {}
+    for name in names:
+        found = file_for(model.site, model.phones, name)
+        assert found is not None, name
+        expected[name] = found[0]
+    store = Store.open(tmp_path)
+
+    async def body(service: ProvisioningService) -> None:
+        loop = asyncio.get_running_loop()
+
+        clients: list[TftpClient] = []
+
+        async def one(i: int, name: str) -> bytes:
+            options = {"blksize": "1428", "tsize": "0"} if i % 2 else None
+            _t, client = await loop.create_datagram_endpoint(
+                lambda: TftpClient(service.tftp.local, name, options=options, loss=0.05,
+                                   rng=random.Random(i), timeout=0.3),
+                local_addr=(LOOPBACK, 0))
+            clients.append(client)
+            return await asyncio.wait_for(client.done, 20.0)
+
+        got = await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
+        assert dict(zip(names, got, strict=True)) == expected
+        # Clients keep answering until the server has its final ACKs.
+        stats = await wait_idle(service.tftp, timeout=20.0)
+        for client in clients:
+            client.close()
+        assert sum(c.dropped for c in clients) > 0  # the loss really happened
+        assert stats["completed"] >= 200 and stats["failed"] == 0, stats
+        fetched = {d["mac"] for d in service.devices() if d["fetched_sha256"]}
+        assert len(fetched) == 200
+
+    asyncio.run(_with_service(store, body, doc))
