@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import io
 import json
+import random
 from pathlib import Path
 from typing import Any
 
