@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -181,3 +182,22 @@ def test_reload_changes_the_next_fetch(tftp_binary: str, tftp_agent: AgentProces
         time.sleep(0.1)
     assert out.read_bytes() == expected(tftp_agent, SEP)
     assert b"Reception-B" in out.read_bytes()
+
+
+@pytest.mark.parametrize("options", [[], ["blksize 1428", "tsize 0"], ["blksize 512"]])
+def test_atftp_fetches_the_cisco_file_with_and_without_options(
+        tftp_agent: AgentProcess, tmp_path: Path, options: list[str]) -> None:
+    """Debian's atftp (a second, independent client) negotiates blksize and tsize."""
+    atftp = require_binary("atftp", "atftp")
+    out = tmp_path / "sep.xml"
+    cmd = [atftp, "--verbose", "--trace"]
+    for option in options:
+        cmd += ["--option", option]
+    cmd += ["--get", "--remote-file", SEP, "--local-file", str(out), LOOPBACK,
+            str(tftp_agent.tftp_port)]  # type: ignore[attr-defined]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert out.read_bytes() == expected(tftp_agent, SEP)
+    if options:
+        assert "OACK" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
