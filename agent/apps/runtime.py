@@ -18,16 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+from array import array
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from agent.calls.model import Call
 from agent.media.engine import MediaLeg
 from sipstack.errors import SipParseError
+from sipstack.media.g711 import ulaw_encode, ulaw_to_alaw
 from sipstack.media.session import DtmfReceived, PlayoutDone
 
 log = logging.getLogger(__name__)
 
+RECORD_POLL = 0.1  # seconds between draining received audio while recording
+SILENCE_RMS = 200.0  # 16-bit RMS below this counts as silence (about -44 dBFS)
 FIRST_DIGIT_TIMEOUT = 8.0  # seconds to start entering digits after a prompt
 INTER_DIGIT_TIMEOUT = 4.0
 MAX_CALL_SECONDS = 600.0  # no application dialogue lasts longer
@@ -84,18 +89,72 @@ class AppCall:
         if session is None or self.prompts is None:
             return None
         for prompt_id in prompt_ids:
-            self._played.clear()
-            session.play_encoded(self.prompts.get(prompt_id, session.params.codec))
-            waiter = asyncio.ensure_future(self._played.wait())
-            digit_task = asyncio.ensure_future(self._digits.get()) if interruptible else None
-            pending = {waiter} | ({digit_task} if digit_task else set())
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending - done:
-                task.cancel()
-            if digit_task is not None and digit_task in done:
-                session.clear()
-                return digit_task.result()
+            key = await self._play_codes(self.prompts.get(prompt_id, session.params.codec),
+                                         interruptible)
+            if key is not None:
+                return key
         return None
+
+    async def play_audio(self, ulaw: bytes, *, interruptible: bool = True) -> str | None:
+        """Play recorded audio (8 kHz mu-law, as voicemail stores it): see play()."""
+        session = self.leg.session
+        if session is None or not ulaw:
+            return None
+        codes = ulaw if session.params.codec == "PCMU" else ulaw_to_alaw(ulaw)
+        return await self._play_codes(codes, interruptible)
+
+    async def _play_codes(self, codes: bytes, interruptible: bool) -> str | None:
+        session = self.leg.session
+        assert session is not None
+        self._played.clear()
+        session.play_encoded(codes)
+        waiter = asyncio.ensure_future(self._played.wait())
+        digit_task = asyncio.ensure_future(self._digits.get()) if interruptible else None
+        pending = {waiter} | ({digit_task} if digit_task else set())
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending - done:
+            task.cancel()
+        if digit_task is not None and digit_task in done:
+            session.clear()
+            return digit_task.result()
+        return None
+
+    async def record(self, *, max_seconds: float, silence_seconds: float = 5.0,
+                     stop_digits: str = "#") -> tuple[bytes, str | None]:
+        """Record what the caller says: (8 kHz mu-law, the key that ended it or None).
+
+        Ends on a key in ``stop_digits`` (the key is not recorded), ``silence_seconds``
+        of silence (trimmed off), ``max_seconds``, or the caller hanging up (what was
+        said so far is kept: a message left before hanging up is the usual case).
+        """
+        session = self.leg.session
+        if session is None:
+            return b"", None
+        session.read_audio()  # what came in before the tone is not part of it
+        chunks: list[bytes] = []
+        total = 0
+        quiet = 0
+        key: str | None = None
+        limit = int(max_seconds * 16000)
+        silence_limit = int(silence_seconds * 16000)
+        while total < limit and not self.ended.is_set():
+            try:
+                key = await asyncio.wait_for(self._digits.get(), RECORD_POLL)
+            except TimeoutError:
+                key = None
+            chunk = session.read_audio()
+            if chunk:
+                chunks.append(chunk)
+                total += len(chunk)
+                quiet = quiet + len(chunk) if _rms(chunk) < SILENCE_RMS else 0
+            if key is not None and key in stop_digits:
+                break
+            if quiet >= silence_limit:
+                break
+        pcm = b"".join(chunks)[:limit]
+        if quiet and len(pcm) > quiet:
+            pcm = pcm[: len(pcm) - quiet]
+        return ulaw_encode(pcm), key
 
     async def read_digits(self, *, max_digits: int, terminator: str = "#",
                           first_timeout: float = FIRST_DIGIT_TIMEOUT,
@@ -125,6 +184,13 @@ class AppCall:
     def hang_up(self) -> None:
         if not self.ended.is_set():
             self.host.app_hang_up(self.call)
+
+
+def _rms(pcm: bytes) -> float:
+    samples = array("h", pcm[: len(pcm) & ~1])
+    if not samples:
+        return 0.0
+    return math.sqrt(sum(x * x for x in samples) / len(samples))
 
 
 Application = Callable[[AppCall], Awaitable[None]]
