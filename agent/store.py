@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +40,7 @@ __all__ = [
     "DB_FILENAME",
     "DEVICES_SCHEMA_VERSION",
     "MIGRATIONS",
+    "VOICEMAIL_SCHEMA_VERSION",
     "AuditEntry",
     "BindingChange",
     "BindingRow",
@@ -53,6 +54,9 @@ __all__ = [
     "Store",
     "StoreError",
     "UpsertBinding",
+    "VoicemailGreetingRow",
+    "VoicemailMessageRow",
+    "VoicemailPinRow",
 ]
 
 DB_FILENAME: Final = "edgepbx.db"
@@ -169,6 +173,57 @@ class SiteVersion:
     fingerprint: str
     applied_at: float
     document: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailMessageRow:
+    """One voicemail message's metadata (the audio is a file; see agent.voicemail)."""
+
+    id: str  #: random hex token, also the file name
+    mailbox: str  #: the user's extension
+    caller: str  #: calling number ("" if unknown)
+    caller_name: str  #: calling name ("" if unknown)
+    received_at: float  #: epoch seconds
+    duration: float  #: seconds of audio
+    folder: str  #: "new" | "saved"
+    reason: str  #: "busy" | "no-answer" | "forward" | "direct"
+    size: int  #: bytes of audio (8 kHz µ-law: one byte a sample)
+
+
+_VM_MESSAGE_COLUMNS: Final = tuple(f.name for f in fields(VoicemailMessageRow))
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailGreetingRow:
+    mailbox: str
+    kind: str  #: "unavailable" | "busy" | "name"
+    id: str  #: random hex token of this recording's file (a new one per upload)
+    created: float
+    duration: float
+    size: int
+
+
+_VM_GREETING_COLUMNS: Final = tuple(f.name for f in fields(VoicemailGreetingRow))
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailPinRow:
+    """A mailbox's PIN verifier (never the PIN) and its wrong-PIN state."""
+
+    mailbox: str
+    scheme: str  #: "scrypt-hmac-sha256" (scrypt of HMAC-SHA256(pepper, pin))
+    salt: bytes
+    digest: bytes
+    n: int
+    r: int
+    p: int
+    updated_at: float
+    failures: int  #: consecutive wrong PINs since the last good one / unlock
+    locked_at: float | None  #: set while locked
+    locked_until: float | None  #: None while locked: until an admin unlocks
+
+
+_VM_PIN_COLUMNS: Final = tuple(f.name for f in fields(VoicemailPinRow))
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,8 +354,67 @@ def _m4_devices(db: sqlite3.Connection) -> None:
     )
 
 
+def _m5_voicemail(db: sqlite3.Connection) -> None:
+    # Voicemail metadata; the audio lives in encrypted files under STATE_DIR/voicemail/
+    # (agent.voicemail.store), named by id. A rowid table: messages list in arrival order.
+    db.execute(
+        """
+        CREATE TABLE vm_messages (
+            id          TEXT NOT NULL UNIQUE,
+            mailbox     TEXT NOT NULL,
+            caller      TEXT NOT NULL,
+            caller_name TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            duration    REAL NOT NULL,
+            folder      TEXT NOT NULL CHECK (folder IN ('new', 'saved')),
+            reason      TEXT NOT NULL
+                        CHECK (reason IN ('busy', 'no-answer', 'forward', 'direct')),
+            size        INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX vm_messages_mailbox ON vm_messages (mailbox, folder)")
+    db.execute("CREATE INDEX vm_messages_received_at ON vm_messages (received_at)")
+    db.execute(
+        """
+        CREATE TABLE vm_greetings (
+            mailbox  TEXT NOT NULL,
+            kind     TEXT NOT NULL CHECK (kind IN ('unavailable', 'busy', 'name')),
+            id       TEXT NOT NULL UNIQUE,
+            created  REAL NOT NULL,
+            duration REAL NOT NULL,
+            size     INTEGER NOT NULL,
+            PRIMARY KEY (mailbox, kind)
+        ) WITHOUT ROWID
+        """
+    )
+    # PIN verifiers only (never a PIN); the lockout state is here so it survives restarts.
+    db.execute(
+        """
+        CREATE TABLE vm_pins (
+            mailbox      TEXT PRIMARY KEY,
+            scheme       TEXT NOT NULL,
+            salt         BLOB NOT NULL,
+            digest       BLOB NOT NULL,
+            n            INTEGER NOT NULL,
+            r            INTEGER NOT NULL,
+            p            INTEGER NOT NULL,
+            updated_at   REAL NOT NULL,
+            failures     INTEGER NOT NULL DEFAULT 0,
+            locked_at    REAL,
+            locked_until REAL
+        ) WITHOUT ROWID
+        """
+    )
+
+
 #: Ordered; migration ``i`` (0-based) brings the schema to version ``i + 1``.
-MIGRATIONS: Final[Sequence[Migration]] = (_m1_initial, _m2_cdr, _m3_user_state, _m4_devices)
+MIGRATIONS: Final[Sequence[Migration]] = (
+    _m1_initial, _m2_cdr, _m3_user_state, _m4_devices, _m5_voicemail,
+)
+
+#: The schema version from which the ``vm_*`` tables exist.
+VOICEMAIL_SCHEMA_VERSION: Final = 5
 
 #: The schema version from which the ``devices`` table exists.
 DEVICES_SCHEMA_VERSION: Final = 4
@@ -738,3 +852,215 @@ class Store:
                 f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices ORDER BY last_seen DESC"
             ).fetchall()
         return [DeviceRow(*r) for r in rows]
+
+    # -- voicemail (metadata; audio files and crypto are agent.voicemail's) ---------------
+    _VM_MSG_SELECT: Final = f"SELECT {', '.join(_VM_MESSAGE_COLUMNS)} FROM vm_messages"
+    _VM_GREETING_SELECT: Final = f"SELECT {', '.join(_VM_GREETING_COLUMNS)} FROM vm_greetings"
+
+    def vm_add_message(
+        self, row: VoicemailMessageRow, *, max_messages: int
+    ) -> tuple[int, int] | None:
+        """Insert a message unless its mailbox already holds ``max_messages``; returns the
+        mailbox's new (new, saved) counts, or None when it is full (nothing written).
+
+        Committed with ``synchronous=FULL`` like CDRs: a voicemail acknowledged to the
+        caller must survive a power cut (the audio file is already fsynced by then).
+        """
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._tx() as db:
+                    (count,) = db.execute(
+                        "SELECT COUNT(*) FROM vm_messages WHERE mailbox = ?", (row.mailbox,)
+                    ).fetchone()
+                    if count >= max_messages:
+                        return None
+                    db.execute(
+                        f"INSERT INTO vm_messages ({', '.join(_VM_MESSAGE_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' for _ in _VM_MESSAGE_COLUMNS)})",
+                        tuple(getattr(row, c) for c in _VM_MESSAGE_COLUMNS),
+                    )
+                    return self._vm_counts(db, row.mailbox)
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+
+    @staticmethod
+    def _vm_counts(db: sqlite3.Connection, mailbox: str) -> tuple[int, int]:
+        new, saved = db.execute(
+            "SELECT COALESCE(SUM(folder = 'new'), 0), COALESCE(SUM(folder = 'saved'), 0)"
+            " FROM vm_messages WHERE mailbox = ?",
+            (mailbox,),
+        ).fetchone()
+        return int(new), int(saved)
+
+    def vm_counts(self, mailbox: str) -> tuple[int, int]:
+        """(new, saved) message counts of a mailbox (index-only query)."""
+        with self._lock:
+            return self._vm_counts(self._db, mailbox)
+
+    def vm_messages(
+        self, mailbox: str | None = None, folder: str | None = None,
+        received_before: float | None = None,
+    ) -> list[VoicemailMessageRow]:
+        """Messages (of one mailbox / folder / older than a time), oldest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (("mailbox = ?", mailbox), ("folder = ?", folder),
+                              ("received_at < ?", received_before)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = self._VM_MSG_SELECT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received_at, rowid"
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [VoicemailMessageRow(*r) for r in rows]
+
+    def vm_message(self, mailbox: str, message_id: str) -> VoicemailMessageRow | None:
+        with self._lock:
+            r = self._db.execute(
+                self._VM_MSG_SELECT + " WHERE mailbox = ? AND id = ?", (mailbox, message_id)
+            ).fetchone()
+        return None if r is None else VoicemailMessageRow(*r)
+
+    def vm_set_folder(self, mailbox: str, message_id: str, folder: str) -> bool:
+        """Move a message to ``folder``; True if it existed and was elsewhere."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE vm_messages SET folder = ? WHERE mailbox = ? AND id = ? AND folder != ?",
+                (folder, mailbox, message_id, folder),
+            )
+            return cur.rowcount > 0
+
+    def vm_delete_message(self, mailbox: str, message_id: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM vm_messages WHERE mailbox = ? AND id = ?", (mailbox, message_id)
+            )
+            return cur.rowcount > 0
+
+    def vm_put_greeting(self, row: VoicemailGreetingRow) -> VoicemailGreetingRow | None:
+        """Insert or replace a mailbox's greeting of ``row.kind``; returns the replaced one."""
+        with self._tx() as db:
+            old = db.execute(
+                self._VM_GREETING_SELECT + " WHERE mailbox = ? AND kind = ?",
+                (row.mailbox, row.kind),
+            ).fetchone()
+            db.execute(
+                f"INSERT OR REPLACE INTO vm_greetings ({', '.join(_VM_GREETING_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in _VM_GREETING_COLUMNS)})",
+                tuple(getattr(row, c) for c in _VM_GREETING_COLUMNS),
+            )
+        return None if old is None else VoicemailGreetingRow(*old)
+
+    def vm_greetings(self, mailbox: str | None = None) -> list[VoicemailGreetingRow]:
+        sql = self._VM_GREETING_SELECT
+        params: tuple[Any, ...] = ()
+        if mailbox is not None:
+            sql += " WHERE mailbox = ?"
+            params = (mailbox,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY mailbox, kind", params).fetchall()
+        return [VoicemailGreetingRow(*r) for r in rows]
+
+    def vm_greeting(self, mailbox: str, kind: str) -> VoicemailGreetingRow | None:
+        with self._lock:
+            r = self._db.execute(
+                self._VM_GREETING_SELECT + " WHERE mailbox = ? AND kind = ?", (mailbox, kind)
+            ).fetchone()
+        return None if r is None else VoicemailGreetingRow(*r)
+
+    def vm_delete_greeting(self, mailbox: str, kind: str) -> VoicemailGreetingRow | None:
+        """Remove a greeting row; returns it (None if there was none)."""
+        with self._tx() as db:
+            r = db.execute(
+                self._VM_GREETING_SELECT + " WHERE mailbox = ? AND kind = ?", (mailbox, kind)
+            ).fetchone()
+            db.execute("DELETE FROM vm_greetings WHERE mailbox = ? AND kind = ?", (mailbox, kind))
+        return None if r is None else VoicemailGreetingRow(*r)
+
+    def vm_pin(self, mailbox: str) -> VoicemailPinRow | None:
+        with self._lock:
+            r = self._db.execute(
+                f"SELECT {', '.join(_VM_PIN_COLUMNS)} FROM vm_pins WHERE mailbox = ?", (mailbox,)
+            ).fetchone()
+        return None if r is None else VoicemailPinRow(*r)
+
+    def vm_set_pin(
+        self, mailbox: str, *, scheme: str, salt: bytes, digest: bytes, n: int, r: int, p: int,
+        now: float,
+    ) -> None:
+        """Store a new PIN verifier; clears the wrong-PIN count and any lock."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO vm_pins (mailbox, scheme, salt, digest, n, r, p,"
+                " updated_at, failures, locked_at, locked_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL)",
+                (mailbox, scheme, salt, digest, n, r, p, now),
+            )
+
+    def vm_pin_failed(
+        self, mailbox: str, now: float, *, max_attempts: int, lockout_seconds: float | None,
+        audit_actor: str = "voicemail", audit_role: str = "system",
+    ) -> VoicemailPinRow | None:
+        """Count one wrong PIN, in ONE transaction; returns the updated row (None: no PIN).
+
+        An expired lock is cleared first. Reaching ``max_attempts`` locks the mailbox until
+        ``now + lockout_seconds`` (None: until :meth:`vm_unlock`), and the lockout is
+        appended to the audit log (action ``voicemail.locked``) in the same transaction.
+        """
+        with self._tx() as db:
+            r = db.execute(
+                f"SELECT {', '.join(_VM_PIN_COLUMNS)} FROM vm_pins WHERE mailbox = ?", (mailbox,)
+            ).fetchone()
+            if r is None:
+                return None
+            row = VoicemailPinRow(*r)
+            if row.locked_at is not None:
+                if row.locked_until is None or now < row.locked_until:
+                    return row  # already locked: nothing to count
+                row = replace(row, failures=0, locked_at=None, locked_until=None)
+            failures = row.failures + 1
+            locked_at: float | None = None
+            locked_until: float | None = None
+            if failures >= max_attempts:
+                locked_at = now
+                locked_until = None if lockout_seconds is None else now + lockout_seconds
+                detail = {"mailbox": mailbox, "failures": failures, "locked_until": locked_until}
+                db.execute(
+                    "INSERT INTO audit_log (ts, actor, role, action, detail)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (now, audit_actor, audit_role, "voicemail.locked",
+                     json.dumps(detail, sort_keys=True)),
+                )
+            db.execute(
+                "UPDATE vm_pins SET failures = ?, locked_at = ?, locked_until = ?"
+                " WHERE mailbox = ?",
+                (failures, locked_at, locked_until, mailbox),
+            )
+        return replace(row, failures=failures, locked_at=locked_at, locked_until=locked_until)
+
+    def vm_pin_clear_failures(self, mailbox: str) -> bool:
+        """Reset the wrong-PIN count and lift any lock; True if there was anything to clear."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE vm_pins SET failures = 0, locked_at = NULL, locked_until = NULL"
+                " WHERE mailbox = ? AND (failures != 0 OR locked_at IS NOT NULL)",
+                (mailbox,),
+            )
+            return cur.rowcount > 0
+
+    def vm_delete_mailbox(self, mailbox: str) -> tuple[list[VoicemailMessageRow],
+                                                        list[VoicemailGreetingRow]]:
+        """Remove a mailbox's messages, greetings and PIN rows; returns what was removed."""
+        with self._tx() as db:
+            msgs = [VoicemailMessageRow(*r) for r in db.execute(
+                self._VM_MSG_SELECT + " WHERE mailbox = ?", (mailbox,))]
+            greets = [VoicemailGreetingRow(*r) for r in db.execute(
+                self._VM_GREETING_SELECT + " WHERE mailbox = ?", (mailbox,))]
+            db.execute("DELETE FROM vm_messages WHERE mailbox = ?", (mailbox,))
+            db.execute("DELETE FROM vm_greetings WHERE mailbox = ?", (mailbox,))
+            db.execute("DELETE FROM vm_pins WHERE mailbox = ?", (mailbox,))
+        return msgs, greets
