@@ -46,19 +46,19 @@ class VoicemailStore(Protocol):
 
     def greeting(self, mailbox: str, kind: str) -> bytes | None: ...
 
-    def check_pin(self, mailbox: str, pin: str, now: float) -> Any: ...
+    def check_pin(self, mailbox: str, pin: str) -> Any: ...
 
-    def set_pin(self, mailbox: str, pin: str) -> None: ...
+    def set_pin(self, mailbox: str, pin: str, *, actor: str, role: str) -> None: ...
 
     def counts(self, mailbox: str) -> tuple[int, int]: ...
 
-    def is_full(self, mailbox: str) -> bool: ...
+    max_messages: int
 
 
 async def leave_message(call: AppCall, store: VoicemailStore, *, mailbox: str, reason: str,
                         caller: str, caller_name: str, max_seconds: float,
                         clock: Callable[[], float]) -> None:
-    if store.is_full(mailbox):
+    if sum(store.counts(mailbox)) >= store.max_messages:
         await call.play("vm_mailbox_full", "goodbye", interruptible=False)
         return
     kind = "busy" if reason == "busy" else "unavailable"
@@ -122,7 +122,7 @@ async def _login(call: AppCall, store: VoicemailStore, mailbox: str,
                  clock: Callable[[], float]) -> bool:
     for _ in range(PIN_TRIES):
         pin = await call.ask("vm_enter_pin", max_digits=12)
-        result = store.check_pin(mailbox, pin, clock())
+        result = store.check_pin(mailbox, pin)
         if getattr(result, "locked", False):
             await call.play("vm_mailbox_locked", "goodbye", interruptible=False)
             return False
@@ -210,7 +210,7 @@ async def _change_pin(call: AppCall, store: VoicemailStore, mailbox: str) -> Non
         await call.play("vm_pins_do_not_match")
         return
     try:
-        store.set_pin(mailbox, first)
+        store.set_pin(mailbox, first, actor=f"user {mailbox}", role="user")
     except ValueError:
         await call.play("invalid_option")  # a weak PIN: the store says why in the log
         return
