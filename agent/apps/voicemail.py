@@ -13,6 +13,8 @@ Two applications over the same store (agent.voicemail):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -83,7 +85,9 @@ async def leave_message(call: AppCall, store: VoicemailStore, *, mailbox: str, r
             await call.play("vm_message_too_short", "goodbye", interruptible=False)
         return
     try:
-        store.save_message(mailbox, audio, caller, caller_name, reason)
+        # Off the event loop: the store fsyncs, and the loop paces everyone's RTP.
+        await asyncio.to_thread(store.save_message, mailbox, audio, caller, caller_name,
+                                reason)
     except Exception as exc:  # noqa: BLE001 - a full disk or mailbox: tell the caller, log
         log.error("voicemail message not saved", extra={"mailbox": mailbox, "why": str(exc)})
         if not call.ended.is_set():
@@ -122,7 +126,7 @@ async def _login(call: AppCall, store: VoicemailStore, mailbox: str,
                  clock: Callable[[], float]) -> bool:
     for _ in range(PIN_TRIES):
         pin = await call.ask("vm_enter_pin", max_digits=12)
-        result = store.check_pin(mailbox, pin)
+        result = await asyncio.to_thread(store.check_pin, mailbox, pin)  # scrypt: ~50 ms
         if getattr(result, "locked", False):
             await call.play("vm_mailbox_locked", "goodbye", interruptible=False)
             return False
@@ -195,7 +199,7 @@ async def _greetings(call: AppCall, store: VoicemailStore, mailbox: str,
         if review == "3":
             continue
         if len(audio) >= MIN_MESSAGE_SECONDS * BYTES_PER_SECOND:
-            store.save_greeting(mailbox, kind, audio)
+            await asyncio.to_thread(store.save_greeting, mailbox, kind, audio)
             await call.play("vm_name_saved" if kind == "name" else "vm_greeting_saved")
         return
 
@@ -210,7 +214,8 @@ async def _change_pin(call: AppCall, store: VoicemailStore, mailbox: str) -> Non
         await call.play("vm_pins_do_not_match")
         return
     try:
-        store.set_pin(mailbox, first, actor=f"user {mailbox}", role="user")
+        await asyncio.to_thread(functools.partial(
+            store.set_pin, mailbox, first, actor=f"user {mailbox}", role="user"))
     except ValueError:
         await call.play("invalid_option")  # a weak PIN: the store says why in the log
         return
