@@ -11,10 +11,14 @@ from __future__ import annotations
 from datetime import time
 
 from agent import site as doc
-from dialplan import hunt, model, numbers, restriction, schedule
+from dialplan import attendant, hunt, model, numbers, restriction, schedule
 from dialplan.target import Target
 
-__all__ = ["did_destination", "routing_model", "target_of"]
+__all__ = ["attendant_of", "did_destination", "direct_dial_menus", "routing_model",
+           "target_of"]
+
+#: Most digits dial-by-extension collects when the attendant lists no extension at all.
+_DEFAULT_EXTENSION_DIGITS = 5
 
 
 def target_of(destination: doc.Destination) -> Target:
@@ -85,17 +89,80 @@ def _hunt_group(group: doc.HuntGroup) -> hunt.HuntGroup:
     )
 
 
+def _option(option: doc.MenuOption) -> attendant.Option:
+    kind, value = option.type, option.value or ""
+    if kind == "menu":
+        return attendant.Option(attendant.OptionKind.SUBMENU, menu=value)
+    if kind == "extension":
+        target = Target.number(value)
+    elif kind == "voicemail":
+        target = Target.voicemail(value)
+    elif kind == "attendant":
+        target = Target.attendant(value)
+    elif kind == "hangup":
+        target = Target.hangup()
+    else:  # operator, repeat, back, dial_by_extension
+        return attendant.Option(attendant.OptionKind(kind.replace("_", "-")))
+    return attendant.Option(attendant.OptionKind.TRANSFER, target=target)
+
+
+def _attendant(
+    entry: doc.Attendant, site: doc.Site, schedules: dict[str, schedule.Schedule]
+) -> attendant.Attendant:
+    menus = tuple(
+        attendant.Menu(
+            id=m.name,
+            prompts=tuple(m.greeting),
+            options={key: _option(o) for key, o in m.options.items()},
+            timeout=float(m.timeout_seconds),
+        )
+        for m in entry.menus
+    )
+    listed = entry.extensions if entry.extensions is not None else [
+        u.extension for u in site.users]
+    extensions = frozenset(listed)
+    return attendant.Attendant(
+        name=entry.name,
+        menus=menus,
+        open_menu=entry.open_menu,
+        closed_menu=entry.closed_menu,
+        schedule=schedules[entry.schedule] if entry.schedule is not None else None,
+        operator=target_of(entry.operator) if entry.operator is not None else None,
+        extensions=extensions,
+        max_failures=entry.max_failures,
+        extension_digits=max((len(e) for e in extensions), default=_DEFAULT_EXTENSION_DIGITS),
+        number=entry.number,
+    )
+
+
+def attendant_of(site_model: model.SiteModel, name: str) -> attendant.Attendant | None:
+    """The attendant called ``name`` in a routing model, or None."""
+    return next((a for a in site_model.attendants if a.name == name), None)
+
+
+def direct_dial_menus(site: doc.Site, name: str) -> frozenset[str]:
+    """The menus of attendant ``name`` during which callers may dial an extension at any
+    time (``dial_by_extension: true``); dialplan's Menu has no such flag, the runtime
+    applies it."""
+    for entry in site.attendants:
+        if entry.name == name:
+            return frozenset(m.name for m in entry.menus if m.dial_by_extension)
+    return frozenset()
+
+
 def routing_model(site: doc.Site) -> model.SiteModel:
     """The routing view of ``site``. Pure; raises only if ``site`` bypassed validation."""
     settings = site.site
     rules = settings.restriction
     auto = site.provisioning.auto_registration
     services = {auto.assigner_number: "assigner"} if auto is not None else {}
+    schedules = {s.name: _schedule(s, settings.timezone) for s in site.schedules}
     return model.SiteModel(
         services=services,
         users=tuple(_user(u) for u in site.users),
         hunt_groups=tuple(_hunt_group(g) for g in site.hunt_groups),
-        schedules=tuple(_schedule(s, settings.timezone) for s in site.schedules),
+        attendants=tuple(_attendant(a, site, schedules) for a in site.attendants),
+        schedules=tuple(schedules.values()),
         night_services=tuple(
             model.NightService(n.schedule, frozenset(n.numbers), target_of(n.destination))
             for n in site.night_service

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.apps.assigner import AssignerSite, extension_assigner
+from agent.apps.attendant import CallControlHost, attendant_app
 from agent.apps.runtime import AppCall, Application, run_application
 from agent.calls.engine import CallConfig, CallControl, EndedCall
 from agent.calls.model import Call
+from agent.calls.mwi import BindingSeen, Mwi
 from agent.calls.plan import ToApplication
 from agent.calls.site_env import SiteCallEnv
 from agent.calls.trunks import TrunkRegistrations
@@ -38,6 +40,7 @@ from agent.listen import ListenSpec, hostport
 from agent.media.engine import MediaEngine, PortRangeExhausted
 from agent.prompts import PromptError, PromptLibrary
 from agent.prompts import default_directory as default_prompt_directory
+from agent.routing import attendant_of, direct_dial_menus
 from agent.site import Site
 from agent.store import BindingRow, DeleteBinding, Store, UpsertBinding
 from agent.version import version
@@ -53,7 +56,7 @@ from sipstack.framing import FramingError
 from sipstack.media.session import NegotiationError
 from sipstack.message import REASON_PHRASES
 from sipstack.peer import Peer
-from sipstack.registrar import Binding, Change, Registrar, RegistrarConfig, Upsert
+from sipstack.registrar import Binding, Change, Delete, Registrar, RegistrarConfig, Upsert
 from sipstack.registration import RegistrationHandler
 from sipstack.sdp import SdpError, parse_sdp
 from sipstack.transaction import LayerConfig, TransactionError, TransactionLayer
@@ -65,7 +68,7 @@ log = logging.getLogger(__name__)
 
 SUPPORTED = ("path", "outbound", "replaces")
 ALLOW = ("REGISTER", "OPTIONS", "INVITE", "ACK", "CANCEL", "BYE", "REFER", "UPDATE", "INFO",
-         "NOTIFY")
+         "NOTIFY", "SUBSCRIBE")
 # Methods we know but do not serve get 405 with Allow; unknown ones 501 (RFC 3261 §8.2.1).
 KNOWN_METHODS = frozenset(
     {"INVITE", "ACK", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO",
@@ -201,6 +204,7 @@ class SipService:
             CallConfig(server_header=f"edgepbx/{version()}"),
         )
         self._apply_park(site)
+        self.mwi = Mwi(self.calls, store)
         self.trunks = TrunkRegistrations(self.calls, self.local_address,
                                          f"edgepbx/{version()}")
         self._call_timer: asyncio.TimerHandle | None = None
@@ -212,6 +216,7 @@ class SipService:
         self._prompts: PromptLibrary | None = None
         self._app_tasks: set[asyncio.Task[None]] = set()
         self.calls.applications["assigner"] = self._launch_app
+        self.calls.applications["attendant"] = self._launch_app
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
         self._unwritten: list[CallRecord] = []
         self._load_timer: asyncio.TimerHandle | None = None
@@ -292,6 +297,9 @@ class SipService:
         self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         self._name_tls_trunks()
         self.trunks.apply(self.site, time.time())
+        # MWI after a restart: the phones keep their lamps, but what changed while we
+        # were down (and what they lost rebooting meanwhile) is sent again.
+        self.mwi.start(time.time(), self._bindings_seen(time.time()))
         self._flush()
         self._load_due = self._loop.time() + LOAD_TICK
         self._load_timer = self._loop.call_at(self._load_due, self._watch_load)
@@ -488,13 +496,21 @@ class SipService:
         return server is not None and peer in server.connections
 
     # -- voice applications ---------------------------------------------------------
-    def _app_for(self, name: str) -> Application | None:
+    def _app_for(self, name: str, plan: ToApplication | None = None) -> Application | None:
         if name == "assigner" and self.assigner_site is not None:
             return functools.partial(extension_assigner, site=self.assigner_site)
+        if name == "attendant" and plan is not None:
+            attendant = attendant_of(self.call_env.model(), plan.value)
+            if attendant is None:
+                return None
+            host = CallControlHost(self.calls, self._flush,
+                                   lambda nested: self._app_for(nested.kind, nested))
+            return functools.partial(attendant_app, attendant=attendant, host=host,
+                                     direct_dial=direct_dial_menus(self.site, plan.value))
         return None
 
     def _launch_app(self, call: Call, plan: ToApplication, now: float) -> bool:
-        app = self._app_for(plan.kind)
+        app = self._app_for(plan.kind, plan)
         if app is None or self._loop is None:
             return False
         task = self._loop.create_task(self._run_app(app, call, plan.kind))
@@ -643,10 +659,40 @@ class SipService:
                 return
         log.info("no way to reach peer", extra={"peer": str(peer)})
 
+    def set_mwi(self, extension: str, new: int, old: int, *, urgent_new: int = 0,
+                urgent_old: int = 0) -> None:
+        """The voicemail side: the mailbox of ``extension`` now holds ``new`` unheard and
+        ``old`` heard messages. Persisted, and sent to the extension's phones."""
+        self.mwi.set_counts(extension, new, old, time.time(), urgent_new=urgent_new,
+                            urgent_old=urgent_old)
+        self._flush()
+
+    def _bindings_seen(self, now: float) -> list[BindingSeen]:
+        extensions = {u.id: u.extension for u in self.site.users}
+        return [BindingSeen(extensions[b.aor], b.contact, b.call_id, b.expires_at)
+                for b in self.registrar.all_bindings(now) if b.aor in extensions]
+
+    def _mwi_bindings(self, changes: list[Change], now: float) -> None:
+        """Binding changes for MWI: a phone that registers anew (or after its binding
+        lapsed) is sent its mailbox's state again."""
+        extensions = {u.id: u.extension for u in self.site.users}
+        for change in changes:
+            if isinstance(change, Upsert):
+                b = change.binding
+                if b.aor in extensions:
+                    self.mwi.registered(
+                        BindingSeen(extensions[b.aor], b.contact, b.call_id, b.expires_at), now)
+            elif isinstance(change, Delete) and change.aor in extensions:
+                self.mwi.unregistered(extensions[change.aor], change.contact)
+
     def _persist(self, changes: list[Change]) -> None:
         if not changes:
             return
         now = time.time()
+        try:
+            self._mwi_bindings(changes, now)
+        except Exception:  # MWI must never cost a binding its commit
+            log.exception("mwi update after binding changes failed")
         rows = [
             UpsertBinding(_binding_to_row(c.binding, now)) if isinstance(c, Upsert)
             else DeleteBinding(c.aor, c.contact)
@@ -690,6 +736,7 @@ class SipService:
             "calls_refused_overload": self.calls.calls_refused_overload,
             "transactions": self.calls.layer.active_count(),
             "trunks": self.trunks.status(time.time()),
+            "mwi": self.mwi.status(),
         }
 
     def active_calls(self) -> list[dict[str, Any]]:

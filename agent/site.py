@@ -55,6 +55,8 @@ __all__ = [
     "FEATURE_KEYS",
     "MAX_DOCUMENT_BYTES",
     "WEEKDAYS",
+    "Attendant",
+    "AttendantMenu",
     "Destination",
     "Did",
     "FeatureCodes",
@@ -62,6 +64,7 @@ __all__ = [
     "HttpAuth",
     "HuntGroup",
     "HuntMember",
+    "MenuOption",
     "NightService",
     "PagingGroup",
     "Park",
@@ -570,6 +573,39 @@ SpeedDials = Annotated[
 CorName = Literal["internal", "local", "national", "international"]
 StrategyName = Literal["sequential", "circular", "longest-idle", "parallel"]
 DestinationType = Literal["extension", "voicemail", "attendant", "hangup"]
+#: What a key of an attendant menu does: a destination type, or a menu action.
+MenuOptionType = Literal["extension", "voicemail", "attendant", "hangup", "menu", "operator",
+                         "repeat", "back", "dial_by_extension"]
+_PROMPT_ID_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+_MENU_KEYS: Final = frozenset("0123456789*#")
+
+
+def _check_prompt_id(value: str) -> str:
+    if not _PROMPT_ID_RE.match(value):
+        raise PydanticCustomError(
+            "prompt_id", "{value} is not a prompt id: 1-64 of a-z, 0-9 and _",
+            {"value": _quote(value)},
+        )
+    return value
+
+
+def _one_or_list(value: Any) -> Any:
+    """``greeting: att_welcome`` is short for ``greeting: [att_welcome]``."""
+    return [value] if isinstance(value, str) else value
+
+
+def _menu_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {_int_to_str(k): v for k, v in value.items()}
+    return value
+
+
+def _check_menu_keys(value: dict[str, Any]) -> dict[str, Any]:
+    for key in value:
+        if key not in _MENU_KEYS:
+            raise PydanticCustomError("menu_key", "key {key} must be one of 0-9, * and #",
+                                      {"key": _quote(key)})
+    return value
 
 
 # Phone inventory field types.
@@ -626,6 +662,12 @@ def _check_phone_host(value: str) -> str:
     return value
 
 
+PromptId = Annotated[
+    str, AfterValidator(_check_prompt_id),
+    Field(json_schema_extra={"pattern": _PROMPT_ID_RE.pattern},
+          description="A prompt of the catalogue (att_welcome, ...) or the id of an "
+          "uploaded recording."),
+]
 Mac = Annotated[
     str, BeforeValidator(_int_to_str), AfterValidator(_check_mac),
     Field(description="The phone's MAC address: aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, "
@@ -1142,6 +1184,73 @@ class Phone(SchemaModel):
         default=None, description="HTTP password that goes with http_username (write-only).")
 
 
+class MenuOption(SchemaModel):
+    """``attendants[].menus[].options.<key>:`` - what a key does."""
+
+    type: MenuOptionType = Field(
+        description="A destination (extension, voicemail, attendant, hangup, as for "
+        "destinations), or menu (value: a menu of the same attendant), operator, repeat, "
+        "back (to the menu before) or dial_by_extension (asks for an extension)."
+    )
+    value: Annotated[str | None, BeforeValidator(_int_to_str)] = Field(
+        default=None, max_length=64,
+        description="The extension, pilot, mailbox, attendant or menu name; absent for the "
+        "others.",
+    )
+
+
+class AttendantMenu(SchemaModel):
+    """``attendants[].menus[]:`` - one menu: what it says and what each key does."""
+
+    name: Name = Field(description="Unique within the attendant.")
+    greeting: Annotated[list[PromptId], BeforeValidator(_one_or_list)] = Field(
+        min_length=1, max_length=20,
+        description="The prompt(s) played, in order: catalogue ids or uploaded recordings. "
+        "A key press cuts them short.",
+    )
+    options: Annotated[
+        dict[str, MenuOption], BeforeValidator(_menu_keys), AfterValidator(_check_menu_keys)
+    ] = Field(default_factory=dict, max_length=12,
+              json_schema_extra={"propertyNames": {"pattern": "^[0-9*#]$"}},
+              description='Key ("0"-"9", "*", "#") -> what it does.')
+    dial_by_extension: StrictBool = Field(
+        default=False, description="Callers may dial an extension at any time during this "
+        "menu; keys that are options keep their meaning.",
+    )
+    timeout_seconds: StrictInt = Field(
+        default=5, ge=1, le=60,
+        description="Seconds to wait for a key after the greeting (and between the digits "
+        "of an extension).",
+    )
+
+
+class Attendant(SchemaModel):
+    """``attendants[]:`` - an auto attendant: menus read to callers who pick with keys."""
+
+    name: Name = Field(description="Unique name; destinations name it.")
+    number: Extension | None = Field(
+        default=None, description="An internal number that reaches it, like an extension."
+    )
+    open_menu: Name = Field(description="The menu played while open (or without schedule).")
+    closed_menu: Name | None = Field(
+        default=None, description="The menu played while the schedule is closed.")
+    schedule: Name | None = Field(
+        default=None, description="Name of a schedule that picks open_menu or closed_menu.")
+    operator: Destination | None = Field(
+        default=None, description="Where the operator option and too many failures go; "
+        "absent: goodbye and hang up.",
+    )
+    max_failures: StrictInt = Field(
+        default=3, ge=1, le=10,
+        description="Invalid keys plus timeouts in a menu before the operator takes over.",
+    )
+    extensions: Annotated[list[Extension], AfterValidator(_no_duplicates)] | None = Field(
+        default=None, max_length=10000,
+        description="What dial-by-extension may reach; absent: every user's extension.",
+    )
+    menus: list[AttendantMenu] = Field(min_length=1, max_length=50)
+
+
 class Site(SchemaModel):
     """The whole site document."""
 
@@ -1160,6 +1269,7 @@ class Site(SchemaModel):
     hunt_groups: list[HuntGroup] = Field(default_factory=list, max_length=1000)
     schedules: list[Schedule] = Field(default_factory=list, max_length=100)
     night_service: list[NightService] = Field(default_factory=list, max_length=100)
+    attendants: list[Attendant] = Field(default_factory=list, max_length=100)
     feature_codes: FeatureCodes = Field(default_factory=FeatureCodes)
     park: Park = Field(default_factory=Park)
     trunks: list[Trunk] = Field(default_factory=list, max_length=20)
@@ -1326,6 +1436,15 @@ class _Numbers:
                 pilot = _scalar_key(group.get("pilot"))
                 if pilot is not None and pilot not in self.pilots:
                     self.pilots[pilot] = i
+        # Attendant names a destination may use; None: the document defines no attendant,
+        # and only the shape of a name is checked (documents from before attendants:).
+        self.attendants: set[str] | None = None
+        attendants = data.get("attendants")
+        if isinstance(attendants, list) and attendants:
+            self.attendants = {
+                name for a in attendants if isinstance(a, Mapping)
+                if (name := _scalar_key(a.get("name"))) is not None
+            }
 
     def is_local(self, number: str) -> bool:
         return number in self.extensions or number in self.pilots
@@ -1365,6 +1484,9 @@ def _check_destination(dest: Any, loc: Loc, numbers: _Numbers) -> list[tuple[Loc
                          "turned off")]
     if kind == "attendant" and not _NAME_RE.match(value):
         return [(at, f"{_quote(value)} is not an attendant name")]
+    if kind == "attendant" and numbers.attendants is not None \
+            and value not in numbers.attendants:
+        return [(at, f"{_quote(value)} is not the name of an attendant")]
     return []
 
 
@@ -1476,6 +1598,8 @@ def _check_routing(data: Mapping[str, Any], outside: str) -> list[tuple[Loc, str
                 problems.append(((*loc, "destination", "value"),
                                  f"{_quote(target)} is itself diverted by this night service"))
 
+    problems.extend(_check_attendants(data, outside, numbers, emergency, set(schedules)))
+
     codes = data.get("feature_codes")
     if isinstance(codes, Mapping):
         used = {code: f"{feature.value.replace('-', '_')} (default)"
@@ -1514,6 +1638,94 @@ def _check_routing(data: Mapping[str, Any], outside: str) -> list[tuple[Loc, str
                                      f"{_format_loc(first_loc[:-1])}"))
             problems.extend(_check_destination(did.get("destination"),
                                                (*loc, "dids", j, "destination"), numbers))
+    return problems
+
+
+def _check_attendants(data: Mapping[str, Any], outside: str, numbers: _Numbers,
+                      emergency: list[str], schedules: set[str]) -> list[tuple[Loc, str]]:
+    """Names and numbers unique, menus and schedules that exist, options that make sense."""
+    problems: list[tuple[Loc, str]] = []
+    names: dict[str, int] = {}
+    taken: dict[str, str] = {ext: f"the extension of users[{i}]"
+                             for ext, i in numbers.extensions.items()}
+    taken.update({p: f"the pilot of hunt_groups[{i}]" for p, i in numbers.pilots.items()})
+    prov = data.get("provisioning")
+    auto = prov.get("auto_registration") if isinstance(prov, Mapping) else None
+    if isinstance(auto, Mapping):
+        assigner = _scalar_key(auto.get("assigner_number", "70000"))
+        if assigner is not None:
+            taken.setdefault(assigner, "the assigner number")
+    for i, att in _list(data, "attendants"):
+        loc: Loc = ("attendants", i)
+        name = _scalar_key(att.get("name"))
+        if name is not None:
+            first = names.setdefault(name.casefold(), i)
+            if first != i:
+                problems.append(((*loc, "name"),
+                                 f"{_quote(name)} is already the name of attendants[{first}]"))
+        number = _scalar_key(att.get("number"))
+        if number is not None:
+            if number in taken:
+                problems.append(((*loc, "number"), f"{_quote(number)} is already "
+                                 f"{taken[number]}"))
+            else:
+                taken[number] = f"the number of attendants[{i}]"
+            if outside and number.startswith(outside) and not number.startswith("0"):
+                problems.append(((*loc, "number"),
+                                 f"{_quote(number)} starts with the outside-line digit "
+                                 f"{_quote(outside)} (site.outside_line_digit)"))
+            if number in emergency:
+                problems.append(((*loc, "number"), f"{_quote(number)} is an emergency number "
+                                 "(site.emergency_numbers)"))
+        schedule = _scalar_key(att.get("schedule"))
+        if schedule is not None and schedule not in schedules:
+            problems.append(((*loc, "schedule"),
+                             f"{_quote(schedule)} is not the name of a schedule"))
+        menus: dict[str, int] = {}
+        for j, menu in _list(att, "menus"):
+            menu_name = _scalar_key(menu.get("name"))
+            if menu_name is not None:
+                first = menus.setdefault(menu_name, j)
+                if first != j:
+                    problems.append(((*loc, "menus", j, "name"), f"{_quote(menu_name)} is "
+                                     f"already the name of menus[{first}]"))
+        for field in ("open_menu", "closed_menu"):
+            menu_name = _scalar_key(att.get(field))
+            if menu_name is not None and menu_name not in menus:
+                problems.append(((*loc, field), f"{_quote(menu_name)} is not the name of one "
+                                 "of the attendant's menus"))
+        if att.get("closed_menu") is not None and schedule is None:
+            problems.append(((*loc, "closed_menu"), "needs a schedule that says when the "
+                             "attendant is closed"))
+        problems.extend(_check_destination(att.get("operator"), (*loc, "operator"), numbers))
+        listed = att.get("extensions")
+        for j, ext in enumerate(listed if isinstance(listed, list) else []):
+            key = _scalar_key(ext)
+            if key is not None and not numbers.is_local(key):
+                problems.append(((*loc, "extensions", j), f"{_quote(key)} is not an extension "
+                                 "or hunt group pilot of this site"))
+        for j, menu in _list(att, "menus"):
+            options = menu.get("options")
+            if not isinstance(options, Mapping):
+                continue
+            for key, option in options.items():
+                if not isinstance(option, Mapping):
+                    continue
+                oloc: Loc = (*loc, "menus", j, "options", str(key))
+                kind = option.get("type")
+                raw = option.get("value")
+                if kind == "menu":
+                    value = _scalar_key(raw)
+                    if raw is None:
+                        problems.append(((*oloc, "value"), 'required for type "menu"'))
+                    elif value is not None and value not in menus:
+                        problems.append(((*oloc, "value"), f"{_quote(value)} is not the name "
+                                         "of one of the attendant's menus"))
+                elif kind in ("operator", "repeat", "back", "dial_by_extension"):
+                    if raw is not None and raw != "":
+                        problems.append(((*oloc, "value"), f'must be empty for type "{kind}"'))
+                else:
+                    problems.extend(_check_destination(option, oloc, numbers))
     return problems
 
 

@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from typing import TYPE_CHECKING
 
 from agent.calls.env import CallEnv, TrunkInfo, UserInfo
 from agent.calls.features import Features
@@ -73,6 +74,9 @@ from sipstack.transaction import (
     make_cancel,
     new_branch,
 )
+
+if TYPE_CHECKING:
+    from agent.calls.mwi import Mwi
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,7 @@ class CallControl:
         self.calls_refused_overload = 0
         self.overloaded = False  # set by the owner, which can see the event loop fall behind
         self.features = Features(self)
+        self.mwi: Mwi | None = None  # message-summary subscriptions (agent.calls.mwi)
 
     # -- the owner's API --------------------------------------------------------
     def receive(self, message: Request | Response, peer: Peer, now: float) -> None:
@@ -184,6 +189,7 @@ class CallControl:
     def notify_out_of_dialog(
         self, uri: str, peer: Peer, now: float, *, to: str, event: str,
         handler: ResponseHandler, body: bytes = b"", content_type: str | None = None,
+        subscription_state: str = "terminated;reason=timeout",
     ) -> ClientTxKey:
         """An unsolicited NOTIFY (no subscription: check-sync resync, service-control,
         unsolicited MWI) to a registered contact ``uri`` reached at ``peer``."""
@@ -199,7 +205,7 @@ class CallControl:
         headers.add("CSeq", "1 NOTIFY")
         headers.add("Contact", self._contact(peer))
         headers.add("Event", event)
-        headers.add("Subscription-State", "terminated;reason=timeout")
+        headers.add("Subscription-State", subscription_state)
         headers.add("User-Agent", self.config.server_header)
         if body:
             headers.add("Content-Type", content_type or "text/plain")
@@ -286,7 +292,11 @@ class CallControl:
         elif method == "INVITE":
             self._new_call(key, request, peer, now)
         elif method == "SUBSCRIBE":
-            self._reply(key, request, 489, now)  # no event packages yet (MWI: voice issue)
+            if self.mwi is not None and self.mwi.handles(request):
+                self.mwi.subscribe(key, request, peer, now)
+            else:
+                allow_events = [("Allow-Events", "message-summary")] if self.mwi else None
+                self._reply(key, request, 489, now, extra=allow_events)
         elif method in ("BYE", "CANCEL", "UPDATE", "INFO", "REFER", "NOTIFY"):
             self._reply(key, request, 481, now)
         else:
@@ -888,6 +898,8 @@ class CallControl:
         dialog_id = dialog_id_of_request(request)
         leg = self._dialogs.get(dialog_id) if dialog_id is not None else None
         if leg is None or leg.dialog is None:
+            if self.mwi is not None and self.mwi.in_dialog(key, request, dialog_id, peer, now):
+                return
             self._reply(key, request, 481, now)
             return
         dialog = leg.dialog
@@ -1032,6 +1044,11 @@ class CallControl:
             return
         if feature is Feature.RETRIEVE:
             self.features.retrieve(call, code.argument, now)
+            return
+        if feature in (Feature.VOICEMAIL_OWN, Feature.VOICEMAIL_ANY):
+            mailbox = extension if feature is Feature.VOICEMAIL_OWN else code.argument or ""
+            call.recorded = False
+            self._follow(call, ToApplication("voicemail-menu", mailbox, "menu"), now)
             return
         if feature is Feature.PARK:
             self._refuse(call, Refuse(403, "park a call by transferring it to the park code"),

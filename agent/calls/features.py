@@ -28,9 +28,10 @@ from urllib.parse import unquote
 
 from agent.calls.ids import new_id
 from agent.calls.model import Call, CallState, Leg, LegState
-from agent.calls.plan import Dest, Refuse, RingPlan, Step, plan_for
+from agent.calls.plan import Dest, Plan, Refuse, RingPlan, Step, plan_for
 from dialplan.model import Feature
-from dialplan.route import FeatureCode, route
+from dialplan.route import FeatureCode, route, route_target
+from dialplan.target import Target, TargetKind
 from sipstack.errors import SipParseError
 from sipstack.headers import parse_name_addr
 from sipstack.message import REASON_PHRASES, Request, Response
@@ -345,3 +346,52 @@ class Features:
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# -- transfers out of a voice application ---------------------------------------------
+
+
+def transfer_answered(cc: CallControl, call: Call, dialed: str | Target, now: float) -> Plan | None:
+    """Blind-transfer the caller of an answered voice-application call (the attendant)
+    to ``dialed``: a dial string, or a Target (a menu option, the operator).
+
+    ``dialed`` is routed as the caller would reach it (an outside caller has the lowest
+    class of restriction, so an attendant is no way out to a trunk). When that gives
+    legs to ring, the call's record ends ("transferred"; the application's media role
+    ends with it: ``call.on_end`` fires) and the caller, kept, becomes the A leg of a new
+    call that rings the target as a blind transfer does: an INVITE without SDP, whose
+    answer's offer re-INVITEs the caller (see ``join_answered``). Then None is returned.
+
+    Anything else is returned as it is and the call is left alone, for the application
+    to handle: a Refuse (say why), a ToApplication (run it on the same media, since its
+    caller is already answered), a FeatureCode (not reachable from a menu).
+    """
+    keep = call.a
+    if (call.state is not CallState.ANSWERED or keep.state is not LegState.UP
+            or call.peer is not None):
+        return Refuse(481, "the call is no longer an answered application call")
+    model = cc.env.model()
+    local = cc.env.local_time(now)
+    states = cc._hunt_states(now)
+    caller = call.caller_extension
+    if isinstance(dialed, Target):
+        decision = route_target(model, caller, dialed, local, states)
+        label = dialed.value or dialed.kind.value
+        if dialed.kind is not TargetKind.NUMBER:
+            label = f"{dialed.kind.value}:{dialed.value}"
+    else:
+        decision = route(model, caller, dialed, local, states)
+        label = dialed
+    plan = plan_for(decision)
+    if not isinstance(plan, RingPlan):
+        return plan
+    trunk = call.trunk
+    call.on_info = None
+    new = cc.features._split(call, keep=keep, leaving=keep, dialed=label, now=now)
+    if new.trunk is None and new.direction == "inbound":
+        new.trunk = trunk  # the trunk the caller came in on, for the record
+    log.info("application call transferred", extra={"call": call.id, "new": new.id,
+                                                    "to": label})
+    cc._follow(new, plan, now)
+    return None
+
