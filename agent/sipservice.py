@@ -29,6 +29,7 @@ from typing import Any
 from agent.apps.assigner import AssignerSite, extension_assigner
 from agent.apps.attendant import CallControlHost, attendant_app
 from agent.apps.runtime import AppCall, Application, run_application
+from agent.apps.voicemail import leave_message, mailbox_menu
 from agent.calls.engine import CallConfig, CallControl, EndedCall
 from agent.calls.model import Call
 from agent.calls.mwi import BindingSeen, Mwi
@@ -44,6 +45,7 @@ from agent.routing import attendant_of, direct_dial_menus
 from agent.site import Site
 from agent.store import BindingRow, DeleteBinding, Store, UpsertBinding
 from agent.version import version
+from agent.voicemail import VoicemailStore
 from sipstack.digest import DigestServer, ha1
 from sipstack.endpoint import (
     Endpoint,
@@ -205,6 +207,10 @@ class SipService:
         )
         self._apply_park(site)
         self.mwi = Mwi(self.calls, store)
+        self.voicemail = VoicemailStore(state_dir, store)
+        self.voicemail.on_change(self._mailbox_changed)
+        self.calls.applications["voicemail"] = self._launch_app
+        self.calls.applications["voicemail-menu"] = self._launch_app
         self.trunks = TrunkRegistrations(self.calls, self.local_address,
                                          f"edgepbx/{version()}")
         self._call_timer: asyncio.TimerHandle | None = None
@@ -300,6 +306,7 @@ class SipService:
         # MWI after a restart: the phones keep their lamps, but what changed while we
         # were down (and what they lost rebooting meanwhile) is sent again.
         self.mwi.start(time.time(), self._bindings_seen(time.time()))
+        self._resync_mwi_from_voicemail()
         self._flush()
         self._load_due = self._loop.time() + LOAD_TICK
         self._load_timer = self._loop.call_at(self._load_due, self._watch_load)
@@ -499,6 +506,8 @@ class SipService:
     def _app_for(self, name: str, plan: ToApplication | None = None) -> Application | None:
         if name == "assigner" and self.assigner_site is not None:
             return functools.partial(extension_assigner, site=self.assigner_site)
+        if name in ("voicemail", "voicemail-menu") and plan is not None:
+            return self._voicemail_app(name, plan)
         if name == "attendant" and plan is not None:
             attendant = attendant_of(self.call_env.model(), plan.value)
             if attendant is None:
@@ -508,6 +517,47 @@ class SipService:
             return functools.partial(attendant_app, attendant=attendant, host=host,
                                      direct_dial=direct_dial_menus(self.site, plan.value))
         return None
+
+    def _voicemail_app(self, name: str, plan: ToApplication) -> Application | None:
+        store = self.voicemail
+        if name == "voicemail-menu":
+            mailbox = plan.value or None
+            if mailbox is not None and not self._has_mailbox(mailbox):
+                return None
+            return functools.partial(mailbox_menu, store=store, mailbox=mailbox,
+                                     clock=time.time)
+        if not self._has_mailbox(plan.value):
+            return None
+
+        async def leave(app_call: AppCall) -> None:
+            call = app_call.call
+            reason = call.divert_reason or ("busy" if plan.reason == "busy" else "no-answer")
+            await leave_message(app_call, store, mailbox=plan.value, reason=reason,
+                                caller=call.caller, caller_name=call.caller_name,
+                                max_seconds=float(store.max_seconds), clock=time.time)
+
+        return leave
+
+    def _has_mailbox(self, extension: str) -> bool:
+        user = self.call_env.model().user(extension)
+        return user is not None and user.voicemail
+
+    def _mailbox_changed(self, mailbox: str, new: int, saved: int) -> None:
+        """The voicemail store's hook (it may run in a worker thread): MWI on the loop."""
+        loop = self._loop
+        if loop is None:
+            return
+        loop.call_soon_threadsafe(self.set_mwi, mailbox, new, saved)
+
+    def _resync_mwi_from_voicemail(self) -> None:
+        """MWI's saved counts can lag the mailboxes (a crash between the two writes):
+        the mailboxes are the truth."""
+        now = time.time()
+        for user in self.site.users:
+            new, saved = self.voicemail.counts(user.extension)
+            known = self.mwi.counts(user.extension)
+            if (known.new, known.old) != (new, saved):
+                self.mwi.set_counts(user.extension, new, saved, now)
 
     def _launch_app(self, call: Call, plan: ToApplication, now: float) -> bool:
         app = self._app_for(plan.kind, plan)

@@ -36,6 +36,7 @@ SILENCE_RMS = 200.0  # 16-bit RMS below this counts as silence (about -44 dBFS)
 FIRST_DIGIT_TIMEOUT = 8.0  # seconds to start entering digits after a prompt
 INTER_DIGIT_TIMEOUT = 4.0
 MAX_CALL_SECONDS = 600.0  # no application dialogue lasts longer
+HANGUP_GRACE = 10.0  # seconds an application may go on after the caller hung up
 
 
 class PromptSource(Protocol):
@@ -106,6 +107,8 @@ class AppCall:
     async def _play_codes(self, codes: bytes, interruptible: bool) -> str | None:
         session = self.leg.session
         assert session is not None
+        if self.ended.is_set():
+            return None  # the caller hung up: nobody to play to
         self._played.clear()
         session.play_encoded(codes)
         waiter = asyncio.ensure_future(self._played.wait())
@@ -162,7 +165,7 @@ class AppCall:
                           first: str | None = None) -> str:
         """Digits until ``terminator``, ``max_digits`` or a timeout; "" when none came."""
         digits = "" if first is None else first
-        if first == terminator:
+        if first == terminator or self.ended.is_set():
             return ""
         while len(digits) < max_digits:
             timeout = first_timeout if not digits else inter_digit
@@ -203,6 +206,11 @@ async def run_application(app: Application, call: AppCall) -> None:
     try:
         done, _ = await asyncio.wait({task, ended}, timeout=MAX_CALL_SECONDS,
                                      return_when=asyncio.FIRST_COMPLETED)
+        if task not in done and ended in done:
+            # The caller hung up: the application may still have work that must not be
+            # lost (a message left before hanging up is the usual case). Prompts and
+            # digits return at once now; give it a moment to finish.
+            done, _ = await asyncio.wait({task}, timeout=HANGUP_GRACE)
         if task in done and task.exception() is not None:
             log.error("voice application failed", exc_info=task.exception(),
                       extra={"call": call.call.id})

@@ -17,10 +17,10 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
 
 from agent.apps.runtime import AppCall
 from agent.prompts import say_digits, say_number
+from agent.voicemail import VoicemailStore
 
 log = logging.getLogger(__name__)
 
@@ -28,33 +28,6 @@ MIN_MESSAGE_SECONDS = 1.0
 BYTES_PER_SECOND = 8000  # 8 kHz mu-law
 PIN_TRIES = 3  # per call; the store's lockout counts across calls
 GREETING_KEYS = {"1": "unavailable", "2": "busy", "3": "name"}
-
-
-class VoicemailStore(Protocol):
-    """The part of agent.voicemail.VoicemailStore the applications use."""
-
-    def save_message(self, mailbox: str, audio: bytes, caller: str, caller_name: str,
-                     reason: str) -> Any: ...
-
-    def list_messages(self, mailbox: str, folder: str | None = None) -> list[Any]: ...
-
-    def read_audio(self, mailbox: str, message_id: Any) -> bytes: ...
-
-    def mark_saved(self, mailbox: str, message_id: Any) -> None: ...
-
-    def delete(self, mailbox: str, message_id: Any) -> None: ...
-
-    def save_greeting(self, mailbox: str, kind: str, audio: bytes) -> None: ...
-
-    def greeting(self, mailbox: str, kind: str) -> bytes | None: ...
-
-    def check_pin(self, mailbox: str, pin: str) -> Any: ...
-
-    def set_pin(self, mailbox: str, pin: str, *, actor: str, role: str) -> None: ...
-
-    def counts(self, mailbox: str) -> tuple[int, int]: ...
-
-    max_messages: int
 
 
 async def leave_message(call: AppCall, store: VoicemailStore, *, mailbox: str, reason: str,

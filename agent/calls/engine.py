@@ -519,6 +519,7 @@ class CallControl:
             timer.cancel()
         call.timers = []
         if statuses and all(s in _BUSY for s in statuses) and plan.on_busy is not None:
+            call.divert_reason = "busy"
             self._reroute(call, plan.on_busy, plan.owner, now)
             return
         call.step += 1
@@ -533,6 +534,7 @@ class CallControl:
         statuses = call.statuses
         if plan.on_no_answer is not None and not (statuses and all(s in _BUSY for s in statuses)
                                                   and plan.hunt_group is None):
+            call.divert_reason = "no-answer"
             self._reroute(call, plan.on_no_answer, plan.owner, now)
             return
         self._refuse(call, _final_refusal(statuses, bool(plan.steps and plan.steps[0].dests

@@ -96,6 +96,7 @@ class Call:
     pending: int = 0  # relayed in-dialog INVITE/UPDATE transactions (for 491 on glare)
     parked_slot: int | None = None
     diversion: str | None = None  # the number that diverted the call (Diversion header)
+    divert_reason: str = ""  # why it was rerouted: "busy" or "no-answer" (voicemail greets by it)
     plan: RingPlan | None = None
     offer: bytes | None = None  # SDP for new B legs; None: the A leg's INVITE body
     recorded: bool = True  # feature-code calls are not calls: no record
