@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from conftest import make_users
-from interop.test_assigner import prompts  # noqa: F401 - the fixture
 
 from agent.store import Store
 from agent.voicemail import VoicemailStore
+from interop.test_assigner import prompts  # noqa: F401 - the fixture
 from sipstack.media.g711 import alaw_decode, ulaw_decode
 
 PCAP = Path("/usr/share/sip-tester/g711a.pcap")
