@@ -14,8 +14,11 @@ from agent import site as doc
 from dialplan import attendant, hunt, model, numbers, restriction, schedule
 from dialplan.target import Target
 
-__all__ = ["attendant_of", "did_destination", "direct_dial_menus", "routing_model",
-           "target_of"]
+__all__ = ["PAGING_SERVICE", "attendant_of", "did_destination", "direct_dial_menus",
+           "paging_group_of", "routing_model", "target_of"]
+
+#: Service name prefix of paging group numbers in the routing model ("paging:<name>").
+PAGING_SERVICE = "paging:"
 
 #: Most digits dial-by-extension collects when the attendant lists no extension at all.
 _DEFAULT_EXTENSION_DIGITS = 5
@@ -150,12 +153,19 @@ def direct_dial_menus(site: doc.Site, name: str) -> frozenset[str]:
     return frozenset()
 
 
+def paging_group_of(site: doc.Site, name: str) -> doc.PageGroup | None:
+    """The paging group called ``name``, or None."""
+    return next((g for g in site.paging_groups if g.name == name), None)
+
+
 def routing_model(site: doc.Site) -> model.SiteModel:
     """The routing view of ``site``. Pure; raises only if ``site`` bypassed validation."""
     settings = site.site
     rules = settings.restriction
     auto = site.provisioning.auto_registration
     services = {auto.assigner_number: "assigner"} if auto is not None else {}
+    # Paging groups are answered by the paging application ("paging:<name>").
+    services.update({g.number: f"{PAGING_SERVICE}{g.name}" for g in site.paging_groups})
     schedules = {s.name: _schedule(s, settings.timezone) for s in site.schedules}
     return model.SiteModel(
         services=services,

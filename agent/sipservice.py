@@ -28,11 +28,13 @@ from typing import Any
 
 from agent.apps.assigner import AssignerSite, extension_assigner
 from agent.apps.attendant import CallControlHost, attendant_app
+from agent.apps.paging import PagingHost, paging_app
 from agent.apps.runtime import AppCall, Application, run_application
 from agent.apps.voicemail import leave_message, mailbox_menu
 from agent.calls.engine import CallConfig, CallControl, EndedCall
 from agent.calls.model import Call
 from agent.calls.mwi import BindingSeen, Mwi
+from agent.calls.paging import PagingGroup
 from agent.calls.plan import ToApplication
 from agent.calls.site_env import SiteCallEnv
 from agent.calls.trunks import TrunkRegistrations
@@ -41,11 +43,12 @@ from agent.listen import ListenSpec, hostport
 from agent.media.engine import MediaEngine, PortRangeExhausted
 from agent.prompts import PromptError, PromptLibrary
 from agent.prompts import default_directory as default_prompt_directory
-from agent.routing import attendant_of, direct_dial_menus
+from agent.routing import PAGING_SERVICE, attendant_of, direct_dial_menus, paging_group_of
 from agent.site import Site
 from agent.store import BindingRow, DeleteBinding, Store, UpsertBinding
 from agent.version import version
 from agent.voicemail import VoicemailStore
+from agent.voicemail.email import VoicemailEmailSender
 from sipstack.digest import DigestServer, ha1
 from sipstack.endpoint import (
     Endpoint,
@@ -209,6 +212,9 @@ class SipService:
         self.mwi = Mwi(self.calls, store)
         self.voicemail = VoicemailStore(state_dir, store)
         self.voicemail.on_change(self._mailbox_changed)
+        # Voicemail to e-mail (opt-in per site and per user): a durable queue in the store.
+        self.vm_email = VoicemailEmailSender(self.voicemail, lambda: self.site)
+        self.vm_email.attach()
         self.calls.applications["voicemail"] = self._launch_app
         self.calls.applications["voicemail-menu"] = self._launch_app
         self.trunks = TrunkRegistrations(self.calls, self.local_address,
@@ -223,6 +229,7 @@ class SipService:
         self._app_tasks: set[asyncio.Task[None]] = set()
         self.calls.applications["assigner"] = self._launch_app
         self.calls.applications["attendant"] = self._launch_app
+        self.calls.applications["paging"] = self._launch_app
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
         self._unwritten: list[CallRecord] = []
         self._load_timer: asyncio.TimerHandle | None = None
@@ -307,6 +314,7 @@ class SipService:
         # were down (and what they lost rebooting meanwhile) is sent again.
         self.mwi.start(time.time(), self._bindings_seen(time.time()))
         self._resync_mwi_from_voicemail()
+        self.vm_email.start()
         self._flush()
         self._load_due = self._loop.time() + LOAD_TICK
         self._load_timer = self._loop.call_at(self._load_due, self._watch_load)
@@ -341,6 +349,7 @@ class SipService:
             self._sweeper.cancel()
         for task in list(self._app_tasks):
             task.cancel()
+        await self.vm_email.stop()
         if self._media is not None:
             await self._media.close()
         if self._call_timer is not None:
@@ -516,6 +525,19 @@ class SipService:
                                    lambda nested: self._app_for(nested.kind, nested))
             return functools.partial(attendant_app, attendant=attendant, host=host,
                                      direct_dial=direct_dial_menus(self.site, plan.value))
+        if name == "paging" and plan is not None:
+            entry = paging_group_of(self.site, plan.value)
+            if entry is None:
+                return None
+            multicast = entry.multicast
+            group = PagingGroup(
+                entry.name, tuple(entry.members), unicast=entry.mode != "multicast",
+                multicast=(multicast.address, multicast.port)
+                if multicast is not None and entry.mode != "unicast" else None,
+            )
+            paging_host = PagingHost(self.calls, self._flush, lambda: self._media,
+                                     self.local_address)
+            return functools.partial(paging_app, group=group, host=paging_host)
         return None
 
     def _voicemail_app(self, name: str, plan: ToApplication) -> Application | None:
@@ -563,7 +585,9 @@ class SipService:
         app = self._app_for(plan.kind, plan)
         if app is None or self._loop is None:
             return False
-        task = self._loop.create_task(self._run_app(app, call, plan.kind))
+        # The record's callee: the application, and for a page which group.
+        name = f"{PAGING_SERVICE}{plan.value}" if plan.kind == "paging" else plan.kind
+        task = self._loop.create_task(self._run_app(app, call, name))
         self._app_tasks.add(task)
         task.add_done_callback(self._app_tasks.discard)
         return True
@@ -787,6 +811,7 @@ class SipService:
             "transactions": self.calls.layer.active_count(),
             "trunks": self.trunks.status(time.time()),
             "mwi": self.mwi.status(),
+            "voicemail_email": self.vm_email.status(),
         }
 
     def active_calls(self) -> list[dict[str, Any]]:

@@ -66,6 +66,8 @@ __all__ = [
     "HuntMember",
     "MenuOption",
     "NightService",
+    "PageGroup",
+    "PageMulticast",
     "PagingGroup",
     "Park",
     "Phone",
@@ -81,9 +83,12 @@ __all__ = [
     "Site",
     "SiteError",
     "SiteSettings",
+    "SmtpSettings",
     "Translation",
     "Trunk",
     "User",
+    "VoicemailEmail",
+    "VoicemailSettings",
     "WeekHours",
     "load_site",
     "parse_document",
@@ -409,6 +414,23 @@ def _check_source(value: str) -> str:
     )
 
 
+_EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@"
+    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
+
+
+def _check_email(value: str) -> str:
+    """An ASCII address ``local@domain.tld`` (no display name, no quoting, no comments)."""
+    local = value.split("@", 1)[0]
+    if not (value.isascii() and _EMAIL_RE.match(value)) or local.startswith(".") \
+            or local.endswith(".") or ".." in local:
+        raise PydanticCustomError("email", "{value} is not an e-mail address",
+                                  {"value": _quote(value)})
+    return value
+
+
 def _check_account(value: str) -> str:
     """A carrier account name: printable ASCII without spaces, quotes or backslashes."""
     if not 1 <= len(value) <= 128 or not all(
@@ -553,6 +575,11 @@ Account = Annotated[
     Field(json_schema_extra={"minLength": 1, "maxLength": 128}),
 ]
 Realm = Annotated[str, AfterValidator(_check_realm)]
+EmailAddress = Annotated[
+    str, AfterValidator(_check_email),
+    Field(max_length=254, json_schema_extra={"pattern": r"^[^@\s]+@[^@\s]+$"},
+          description="An e-mail address (ASCII): local-part@domain."),
+]
 TimeRange = Annotated[
     str, AfterValidator(_check_time_range),
     Field(json_schema_extra={"pattern": r"^[0-9]{1,2}:[03]0-[0-9]{1,2}:[03]0$"},
@@ -809,6 +836,40 @@ class HuntGroup(SchemaModel):
     )
 
 
+class PageMulticast(SchemaModel):
+    """``paging_groups[].multicast:`` - the multicast RTP stream of the page; it must be a
+    ``provisioning.paging_groups`` entry, so that the phones listen there."""
+
+    address: Annotated[str, AfterValidator(_check_multicast)] = Field(
+        description="IPv4 multicast address, e.g. 239.1.1.1.")
+    port: StrictInt = Field(ge=1, le=65535, description="UDP port of the RTP stream.")
+
+
+PageMode = Literal["unicast", "multicast", "both"]
+MAX_PAGE_MEMBERS = 500
+
+
+class PageGroup(SchemaModel):
+    """``paging_groups[]:`` - a number that pages a group of phones: one-way audio from
+    the caller, answered by the phones themselves (unicast auto-answer calls) and/or sent
+    to a multicast group the phones listen to."""
+
+    name: Name = Field(description="Unique name of the paging group.")
+    number: Extension = Field(description="The number callers dial to page the group.")
+    members: Annotated[list[Extension], AfterValidator(_no_duplicates)] = Field(
+        default_factory=list, max_length=MAX_PAGE_MEMBERS,
+        description="Extensions paged with an auto-answer call (modes unicast and both); "
+        "busy and unregistered ones are skipped.",
+    )
+    multicast: PageMulticast | None = Field(
+        default=None, description="Multicast stream (modes multicast and both).")
+    mode: PageMode = Field(
+        default="unicast",
+        description="unicast (auto-answer calls to the members), multicast (one RTP stream "
+        "to multicast.address:port) or both.",
+    )
+
+
 class WeekHours(SchemaModel):
     """``schedules[].hours:`` - opening hours per weekday; a missing day is closed."""
 
@@ -879,6 +940,9 @@ class FeatureCodes(SchemaModel):
         default=None, description="Park the call (optionally the slot follows).")
     retrieve: FeatureCode | None = Field(
         default=None, description="Retrieve a parked call; the slot follows.")
+    intercom: FeatureCode | None = Field(
+        default=None, description="Intercom: a two-way call the extension that follows "
+        "answers by itself.")
 
     def codes(self) -> dict[Feature, str]:
         """Every feature's code: the overrides, and the defaults for the rest."""
@@ -1038,6 +1102,66 @@ class User(SchemaModel):
         default=None, description="Outside number presented on trunk calls."
     )
     pickup_group: Name | None = Field(default=None, description="Call pickup group name.")
+    email: EmailAddress | None = Field(
+        default=None, description="The user's e-mail address (voicemail to e-mail).")
+    voicemail_to_email: StrictBool = Field(
+        default=False, description="Opt-in: e-mail each new voicemail message to the user "
+        "(as a WAV attachment), through the site's mail server. Needs email, and "
+        "voicemail.email.enabled on the site too.",
+    )
+
+    @model_validator(mode="after")
+    def _email_for_voicemail(self) -> User:
+        if self.voicemail_to_email and self.email is None:
+            raise PydanticCustomError(
+                "voicemail_to_email", "voicemail_to_email needs the user's email address")
+        return self
+
+
+class SmtpSettings(SchemaModel):
+    """``voicemail.email.smtp:`` - the customer's own mail server, which sends the mail."""
+
+    host: Host = Field(description="The mail server (submission service).")
+    port: StrictInt = Field(default=587, ge=1, le=65535)
+    starttls: StrictBool = Field(
+        default=True, description="Upgrade the connection with STARTTLS (required: a "
+        "server that does not offer it is an error, never a silent plain-text send).")
+    verify_tls: StrictBool = Field(
+        default=True, description="Verify the server's certificate and host name against "
+        "the system's CAs. Turn off only for a server with a self-signed certificate.")
+    username: Account | None = Field(
+        default=None, description="Log in (SMTP AUTH) with this account; absent: no login.")
+    password: Password | None = Field(
+        default=None, description="The account's password. Write-only: never shown again.")
+    from_address: EmailAddress = Field(description="The sender address of the e-mails.")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SmtpSettings:
+        if (self.username is None) != (self.password is None):
+            raise PydanticCustomError(
+                "smtp_credentials", "username and password go together: give both or neither")
+        return self
+
+
+class VoicemailEmail(SchemaModel):
+    """``voicemail.email:`` - voicemail to e-mail (opt-in, off by default)."""
+
+    enabled: StrictBool = Field(
+        default=False, description="Opt-in for the site: users who also opted in "
+        "(users[].voicemail_to_email) get their new messages by e-mail.")
+    smtp: SmtpSettings | None = Field(default=None, description="Required when enabled.")
+
+    @model_validator(mode="after")
+    def _smtp_when_enabled(self) -> VoicemailEmail:
+        if self.enabled and self.smtp is None:
+            raise PydanticCustomError("voicemail_email", "enabled needs smtp settings")
+        return self
+
+
+class VoicemailSettings(SchemaModel):
+    """``voicemail:`` - site-wide voicemail settings."""
+
+    email: VoicemailEmail = Field(default_factory=VoicemailEmail)
 
 
 class SipSettings(SchemaModel):
@@ -1270,11 +1394,13 @@ class Site(SchemaModel):
     schedules: list[Schedule] = Field(default_factory=list, max_length=100)
     night_service: list[NightService] = Field(default_factory=list, max_length=100)
     attendants: list[Attendant] = Field(default_factory=list, max_length=100)
+    paging_groups: list[PageGroup] = Field(default_factory=list, max_length=100)
     feature_codes: FeatureCodes = Field(default_factory=FeatureCodes)
     park: Park = Field(default_factory=Park)
     trunks: list[Trunk] = Field(default_factory=list, max_length=20)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
     phones: list[Phone] = Field(default_factory=list, max_length=10000)
+    voicemail: VoicemailSettings = Field(default_factory=VoicemailSettings)
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Site:
@@ -1360,6 +1486,78 @@ def _cross_check(data: Any) -> list[tuple[Loc, str]]:
     problems.extend(_check_routing(data, outside))
     problems.extend(_check_phones(data))
     problems.extend(_check_auto_registration(data))
+    problems.extend(_check_paging(data, outside))
+    return problems
+
+
+def _is_multicast(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and ipaddress.IPv4Address(value).is_multicast
+    except ValueError:
+        return False
+
+
+def _check_paging(data: Mapping[str, Any], outside: str) -> list[tuple[Loc, str]]:
+    """Paging groups: unique names and numbers no one else has, members who are users,
+    a multicast stream the phones are provisioned to listen to when the mode needs one."""
+    problems: list[tuple[Loc, str]] = []
+    numbers = _Numbers(data)
+    taken: dict[str, str] = {ext: f"the extension of users[{i}]"
+                             for ext, i in numbers.extensions.items()}
+    taken.update({p: f"the pilot of hunt_groups[{i}]" for p, i in numbers.pilots.items()})
+    for i, att in _list(data, "attendants"):
+        number = _scalar_key(att.get("number"))
+        if number is not None:
+            taken.setdefault(number, f"the number of attendants[{i}]")
+    prov = data.get("provisioning")
+    streams: set[tuple[Any, Any]] = set()
+    if isinstance(prov, Mapping):
+        auto = prov.get("auto_registration")
+        if isinstance(auto, Mapping):
+            assigner = _scalar_key(auto.get("assigner_number", "70000"))
+            if assigner is not None:
+                taken.setdefault(assigner, "the assigner number")
+        streams = {(g.get("address"), g.get("port")) for _, g in _list(prov, "paging_groups")}
+    names: dict[str, int] = {}
+    for i, group in _list(data, "paging_groups"):
+        loc: Loc = ("paging_groups", i)
+        name = _scalar_key(group.get("name"))
+        if name is not None:
+            first = names.setdefault(name.casefold(), i)
+            if first != i:
+                problems.append(((*loc, "name"),
+                                 f"{_quote(name)} is already the name of paging_groups[{first}]"))
+        number = _scalar_key(group.get("number"))
+        if number is not None:
+            if number in taken:
+                problems.append(((*loc, "number"), f"{_quote(number)} is already "
+                                 f"{taken[number]}"))
+            else:
+                taken[number] = f"the number of paging_groups[{i}]"
+            if outside and number.startswith(outside) and not number.startswith("0"):
+                problems.append(((*loc, "number"),
+                                 f"{_quote(number)} starts with the outside-line digit "
+                                 f"{_quote(outside)} (site.outside_line_digit)"))
+        members = group.get("members")
+        members = members if isinstance(members, list) else []
+        for j, member in enumerate(members):
+            ext = _scalar_key(member)
+            if ext is not None and ext not in numbers.extensions:
+                problems.append(((*loc, "members", j),
+                                 f"{_quote(ext)} is not the extension of any user"))
+        mode = group.get("mode", "unicast")
+        multicast = group.get("multicast")
+        if mode in ("multicast", "both") and multicast is None:
+            problems.append(((*loc, "multicast"), f'required for mode "{mode}"'))
+        if mode in ("unicast", "both") and not members:
+            problems.append(((*loc, "members"), f'at least one member for mode "{mode}"'))
+        if isinstance(multicast, Mapping):
+            stream = (multicast.get("address"), multicast.get("port"))
+            if _is_multicast(stream[0]) and isinstance(stream[1], int) \
+                    and stream not in streams:
+                problems.append(((*loc, "multicast"),
+                                 f"{stream[0]}:{stream[1]} is not a stream of "
+                                 "provisioning.paging_groups (the phones would not listen)"))
     return problems
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "DB_FILENAME",
     "DEVICES_SCHEMA_VERSION",
     "MIGRATIONS",
+    "VM_EMAIL_SCHEMA_VERSION",
     "VOICEMAIL_SCHEMA_VERSION",
     "AuditEntry",
     "BindingChange",
@@ -54,6 +55,7 @@ __all__ = [
     "Store",
     "StoreError",
     "UpsertBinding",
+    "VmEmailJob",
     "VoicemailGreetingRow",
     "VoicemailMessageRow",
     "VoicemailPinRow",
@@ -224,6 +226,24 @@ class VoicemailPinRow:
 
 
 _VM_PIN_COLUMNS: Final = tuple(f.name for f in fields(VoicemailPinRow))
+
+
+@dataclass(frozen=True, slots=True)
+class VmEmailJob:
+    """A queued voicemail-to-e-mail delivery: references only, never audio or addresses
+    (those are read at send time: the audio decrypted from the store, the address from
+    the current site)."""
+
+    id: int
+    mailbox: str
+    message_id: str
+    attempts: int  #: failed attempts so far
+    next_attempt_at: float  #: epoch seconds
+    last_error: str | None
+    created_at: float
+
+
+_VM_EMAIL_COLUMNS: Final = tuple(f.name for f in fields(VmEmailJob))
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,10 +428,32 @@ def _m5_voicemail(db: sqlite3.Connection) -> None:
     )
 
 
+def _m6_vm_email_queue(db: sqlite3.Connection) -> None:
+    # Voicemail-to-e-mail jobs (agent.voicemail.email): one per message, references only.
+    db.execute(
+        """
+        CREATE TABLE vm_email_queue (
+            id              INTEGER PRIMARY KEY AUTOINCREMENT,
+            mailbox         TEXT NOT NULL,
+            message_id      TEXT NOT NULL,
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            last_error      TEXT,
+            created_at      REAL NOT NULL,
+            UNIQUE (mailbox, message_id)
+        )
+        """
+    )
+    db.execute("CREATE INDEX vm_email_queue_due ON vm_email_queue (next_attempt_at)")
+
+
 #: Ordered; migration ``i`` (0-based) brings the schema to version ``i + 1``.
 MIGRATIONS: Final[Sequence[Migration]] = (
-    _m1_initial, _m2_cdr, _m3_user_state, _m4_devices, _m5_voicemail,
+    _m1_initial, _m2_cdr, _m3_user_state, _m4_devices, _m5_voicemail, _m6_vm_email_queue,
 )
+
+#: The schema version from which the ``vm_email_queue`` table exists.
+VM_EMAIL_SCHEMA_VERSION: Final = 6
 
 #: The schema version from which the ``vm_*`` tables exist.
 VOICEMAIL_SCHEMA_VERSION: Final = 5
@@ -1064,3 +1106,71 @@ class Store:
             db.execute("DELETE FROM vm_greetings WHERE mailbox = ?", (mailbox,))
             db.execute("DELETE FROM vm_pins WHERE mailbox = ?", (mailbox,))
         return msgs, greets
+
+    # -- voicemail to e-mail queue (agent.voicemail.email) ---------------------------------
+    _VM_EMAIL_SELECT: Final = f"SELECT {', '.join(_VM_EMAIL_COLUMNS)} FROM vm_email_queue"
+
+    def vm_email_enqueue(self, mailbox: str, message_id: str, now: float) -> int | None:
+        """Queue a delivery of one message, due now; returns the job id, or None if that
+        message already has a job."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO vm_email_queue"
+                " (mailbox, message_id, attempts, next_attempt_at, last_error, created_at)"
+                " VALUES (?, ?, 0, ?, NULL, ?)",
+                (mailbox, message_id, now, now),
+            )
+            return int(cur.lastrowid) if cur.rowcount and cur.lastrowid else None
+
+    def vm_email_jobs(self, *, due_before: float | None = None,
+                      limit: int | None = None) -> list[VmEmailJob]:
+        """Queued jobs (those due at ``due_before`` or earlier), soonest first."""
+        sql = self._VM_EMAIL_SELECT
+        params: list[Any] = []
+        if due_before is not None:
+            sql += " WHERE next_attempt_at <= ?"
+            params.append(due_before)
+        sql += " ORDER BY next_attempt_at, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [VmEmailJob(*r) for r in rows]
+
+    def vm_email_next_due(self) -> float | None:
+        """When the soonest job is due (None: the queue is empty)."""
+        with self._lock:
+            (due,) = self._db.execute(
+                "SELECT MIN(next_attempt_at) FROM vm_email_queue").fetchone()
+        return None if due is None else float(due)
+
+    def vm_email_failed(self, job_id: int, *, attempts: int, next_attempt_at: float,
+                        error: str) -> bool:
+        """Record a failed attempt and when to try again; False if the job is gone."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE vm_email_queue SET attempts = ?, next_attempt_at = ?, last_error = ?"
+                " WHERE id = ?",
+                (attempts, next_attempt_at, error, job_id),
+            )
+            return cur.rowcount > 0
+
+    def vm_email_finish(self, job_id: int, *, audit: Mapping[str, Any] | None = None,
+                        now: float | None = None) -> bool:
+        """Remove a job (delivered, dropped or given up); with ``audit``, append that
+        audit entry (actor ``voicemail-email``, role ``system``) in the same transaction.
+        False if the job was already gone (nothing audited then)."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM vm_email_queue WHERE id = ?", (job_id,))
+            if cur.rowcount == 0:
+                return False
+            if audit is not None:
+                detail = {k: v for k, v in audit.items() if k != "action"}
+                db.execute(
+                    "INSERT INTO audit_log (ts, actor, role, action, detail)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (time.time() if now is None else now, "voicemail-email", "system",
+                     str(audit["action"]), json.dumps(detail, sort_keys=True, default=str)),
+                )
+            return True

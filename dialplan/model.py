@@ -42,6 +42,7 @@ class Feature(enum.Enum):
     PICKUP_DIRECTED = "pickup-directed"
     PARK = "park"
     RETRIEVE = "retrieve"
+    INTERCOM = "intercom"  # two-way auto-answer call to the extension that follows
 
 
 class Argument(enum.Enum):
@@ -70,6 +71,7 @@ FEATURE_ARGUMENT: Mapping[Feature, Argument] = MappingProxyType(
         Feature.PICKUP_DIRECTED: Argument.REQUIRED,  # the ringing extension
         Feature.PARK: Argument.OPTIONAL,  # the slot; none: the first free one
         Feature.RETRIEVE: Argument.REQUIRED,  # the slot
+        Feature.INTERCOM: Argument.REQUIRED,  # the extension
     }
 )
 
@@ -92,6 +94,7 @@ DEFAULT_FEATURE_CODES: Mapping[Feature, str] = MappingProxyType(
         Feature.PICKUP_DIRECTED: "**",
         Feature.PARK: "*70",
         Feature.RETRIEVE: "*71",
+        Feature.INTERCOM: "*96",
     }
 )
 

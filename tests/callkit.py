@@ -41,7 +41,8 @@ class FakeEnv:
     realm = REALM
 
     def __init__(self, users: list[tuple[str, str]], *, hunt_groups: tuple[HuntGroup, ...] = (),
-                 trunks: list[TrunkInfo] | None = None) -> None:
+                 trunks: list[TrunkInfo] | None = None,
+                 services: dict[str, str] | None = None) -> None:
         self.digest = DigestServer(REALM, b"k" * 32, algorithms=("MD5",))
         self.passwords = {ext: f"pw{ext}" for ext, _ in users}
         self.users = {ext: UserInfo(ext, name) for ext, name in users}
@@ -49,6 +50,7 @@ class FakeEnv:
             users=tuple(User(ext, name=name) for ext, name in users),
             hunt_groups=hunt_groups,
             trunks=tuple(Trunk(t.name) for t in trunks or ()),
+            services=dict(services or {}),
         )
         self.registered: dict[str, list[Contact]] = {}
         self.trunks = {t.name: t for t in trunks or ()}

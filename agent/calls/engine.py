@@ -602,6 +602,8 @@ class CallControl:
             diversion = f"<sip:{call.diversion}@{self.env.realm}>;reason=unconditional"
             headers.add("Diversion", diversion)
         headers.add("User-Agent", self.config.server_header)
+        for name, value in dest.headers:
+            headers.add(name, value)
         content_type = a_invite.headers.get("content-type")
         if call.offer is not None:
             body, content_type = call.offer, SDP
@@ -1046,6 +1048,9 @@ class CallControl:
             return
         if feature is Feature.RETRIEVE:
             self.features.retrieve(call, code.argument, now)
+            return
+        if feature is Feature.INTERCOM:
+            self.features.intercom(call, code.argument or "", now)
             return
         if feature in (Feature.VOICEMAIL_OWN, Feature.VOICEMAIL_ANY):
             mailbox = extension if feature is Feature.VOICEMAIL_OWN else code.argument or ""

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 from agent.calls.ids import new_id
 from agent.calls.model import Call, CallState, Leg, LegState
+from agent.calls.originate import auto_answer_headers
 from agent.calls.plan import Dest, Plan, Refuse, RingPlan, Step, plan_for
 from dialplan.model import Feature
 from dialplan.route import FeatureCode, route, route_target
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 RING_BACK_TIMEOUT = 30.0
+INTERCOM_TIMEOUT = 20.0  # an intercom call the phone did not answer by itself: give up
 TRANSFEROR_GRACE = 32.0  # the transferor should hang up after our final NOTIFY; else we do
 
 
@@ -295,6 +297,24 @@ class Features:
         into.state = CallState.ANSWERED
         if into.answer is None:
             into.answer = now
+
+    # -- intercom --------------------------------------------------------------------
+    def intercom(self, call: Call, extension: str, now: float) -> None:
+        """*96 + extension: a two-way call like any other (SDP passed through), whose
+        INVITE asks the phone to answer by itself; no forwarding, no voicemail."""
+        cc = self.cc
+        user = cc.env.model().user(extension)
+        if user is None:
+            cc._refuse(call, Refuse(404, f"{extension} is not an extension"), now)
+            return
+        if extension == call.caller_extension:
+            cc._refuse(call, Refuse(403, "intercom to one's own extension"), now)
+            return
+        if user.dnd:
+            cc._refuse(call, Refuse(486, f"{extension}: dnd", "busy"), now)
+            return
+        dest = Dest(extension=extension, headers=auto_answer_headers(cc.env.realm))
+        cc._follow(call, RingPlan((Step((dest,), INTERCOM_TIMEOUT),), owner=extension), now)
 
     # -- pickup ----------------------------------------------------------------------
     def pickup(self, call: Call, code: FeatureCode, now: float) -> None:

@@ -40,6 +40,7 @@ class Dest:
     number: str | None = None
     delay: float = 0.0  # seconds after the step starts (single number reach)
     emergency: bool = False
+    headers: tuple[tuple[str, str], ...] = ()  # added to its INVITE (intercom: auto-answer)
 
     @property
     def label(self) -> str:
@@ -74,7 +75,8 @@ class Refuse:
 
 @dataclass(frozen=True, slots=True)
 class ToApplication:
-    """A media application: "voicemail" (value: mailbox) or "attendant" (value: name)."""
+    """A media application: "voicemail" (value: mailbox), "attendant" (value: name),
+    "paging" (value: the paging group's name), "assigner"."""
 
     kind: str
     value: str
@@ -112,7 +114,9 @@ def plan_for(decision: Decision, diversion: str | None = None) -> Plan:
     if isinstance(decision, ToAttendant):
         return ToApplication("attendant", decision.name, "", diversion)
     if isinstance(decision, ToService):
-        return ToApplication(decision.name, decision.name, "", diversion)
+        # "kind:value" (a paging group: "paging:<name>") or a bare application name.
+        kind, _, value = decision.name.partition(":")
+        return ToApplication(kind, value or kind, "", diversion)
     if isinstance(decision, FeatureCode):
         return decision
     if isinstance(decision, Busy):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -107,6 +108,18 @@ class MediaLeg:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def send_multicast(self, interface: str, ttl: int = 1) -> None:
+        """Make the RTP socket fit to send to an IPv4 multicast group: out of the
+        interface with address ``interface``, ``ttl`` hops (1: this LAN segment only),
+        looped back to listeners on this host too."""
+        transport = self._rtp.transport if self._rtp is not None else None
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            raise RuntimeError("media leg has no RTP socket")
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
 
     def close(self) -> None:
         """Stop the session (RTCP BYE goes out) and give the ports back."""
