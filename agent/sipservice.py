@@ -599,7 +599,8 @@ class SipService:
                 self._prompts = PromptLibrary(default_prompt_directory())
             offer = parse_sdp(invite.body if invite is not None else b"")
             if self._media is None:
-                self._media = MediaEngine()
+                self._media = MediaEngine(
+                    (self.site.media.rtp_port_min, self.site.media.rtp_port_max))
             holder: list[AppCall] = []
             leg, answer = await self._media.answer(
                 offer, self.local_address(call.a.peer)[0],

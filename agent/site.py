@@ -1164,6 +1164,23 @@ class VoicemailSettings(SchemaModel):
     email: VoicemailEmail = Field(default_factory=VoicemailEmail)
 
 
+class MediaSettings(SchemaModel):
+    """``media:`` - RTP for the calls the agent answers itself (voicemail, attendant,
+    paging); calls between phones send their media directly to each other."""
+
+    rtp_port_min: StrictInt = Field(default=16384, ge=1024, le=65534,
+                                    description="First RTP port (even; RTCP is port + 1).")
+    rtp_port_max: StrictInt = Field(default=32767, ge=1025, le=65535,
+                                    description="Last RTP/RTCP port.")
+
+    @model_validator(mode="after")
+    def _range(self) -> MediaSettings:
+        if self.rtp_port_max - self.rtp_port_min < 3:
+            raise PydanticCustomError(
+                "range", "rtp_port_max must leave room for two port pairs above rtp_port_min")
+        return self
+
+
 class SipSettings(SchemaModel):
     """``sip:`` - registrar and authentication tuning. Every field has a default."""
 
@@ -1390,6 +1407,7 @@ class Site(SchemaModel):
     site: SiteSettings
     users: list[User] = Field(default_factory=list, max_length=10000)
     sip: SipSettings = Field(default_factory=SipSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     hunt_groups: list[HuntGroup] = Field(default_factory=list, max_length=1000)
     schedules: list[Schedule] = Field(default_factory=list, max_length=100)
     night_service: list[NightService] = Field(default_factory=list, max_length=100)

@@ -297,3 +297,20 @@ def test_digest_algorithms(algorithms: list[str], expected: str) -> None:
     assert errors_of(with_("sip", {"digest_algorithms": algorithms})) == [expected]
     assert parse_site(with_("sip", {"digest_algorithms": ["MD5"]})).sip.digest_algorithms == [
         "MD5"]
+
+
+def test_media_port_range() -> None:
+    from agent.site import SiteError, parse_site
+
+    base = {"site": {"name": "T", "timezone": "UTC", "realm": "pbx.test"}}
+    assert (parse_site(base).media.rtp_port_min, parse_site(base).media.rtp_port_max) == (
+        16384, 32767)
+    site = parse_site({**base, "media": {"rtp_port_min": 20000, "rtp_port_max": 20099}})
+    assert site.media.rtp_port_max == 20099
+    for bad in ({"rtp_port_min": 20000, "rtp_port_max": 20001}, {"rtp_port_min": 80}):
+        try:
+            parse_site({**base, "media": bad})
+        except SiteError as exc:
+            assert all(e.startswith("media") for e in exc.errors), exc.errors
+        else:
+            raise AssertionError(f"accepted {bad}")
