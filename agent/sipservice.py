@@ -28,6 +28,7 @@ from typing import Any
 
 from agent.apps.assigner import AssignerSite, extension_assigner
 from agent.apps.attendant import CallControlHost, attendant_app
+from agent.apps.hold_music import HoldMusicPlayer
 from agent.apps.paging import PagingHost, paging_app
 from agent.apps.runtime import AppCall, Application, run_application
 from agent.apps.voicemail import leave_message, mailbox_menu
@@ -215,6 +216,10 @@ class SipService:
         # Voicemail to e-mail (opt-in per site and per user): a durable queue in the store.
         self.vm_email = VoicemailEmailSender(self.voicemail, lambda: self.site)
         self.vm_email.attach()
+        self.hold_music = HoldMusicPlayer(
+            self.calls, self._media_engine, self._prompt_library,
+            lambda leg: self.local_address(leg.peer)[0], self._flush)
+        self.calls.hold_music = self.hold_music
         self.calls.applications["voicemail"] = self._launch_app
         self.calls.applications["voicemail-menu"] = self._launch_app
         self.trunks = TrunkRegistrations(self.calls, self.local_address,
@@ -350,6 +355,7 @@ class SipService:
         for task in list(self._app_tasks):
             task.cancel()
         await self.vm_email.stop()
+        await self.hold_music.close()
         if self._media is not None:
             await self._media.close()
         if self._call_timer is not None:
@@ -598,11 +604,8 @@ class SipService:
             if self._prompts is None:
                 self._prompts = PromptLibrary(default_prompt_directory())
             offer = parse_sdp(invite.body if invite is not None else b"")
-            if self._media is None:
-                self._media = MediaEngine(
-                    (self.site.media.rtp_port_min, self.site.media.rtp_port_max))
             holder: list[AppCall] = []
-            leg, answer = await self._media.answer(
+            leg, answer = await self._media_engine().answer(
                 offer, self.local_address(call.a.peer)[0],
                 lambda media_leg, event: holder[0].on_media_event(media_leg, event)
                 if holder else None)
@@ -627,6 +630,21 @@ class SipService:
         self._flush()
         await run_application(app, app_call)
         self._flush()
+
+    def _media_engine(self) -> MediaEngine:
+        if self._media is None:
+            self._media = MediaEngine(
+                (self.site.media.rtp_port_min, self.site.media.rtp_port_max))
+        return self._media
+
+    def _prompt_library(self) -> PromptLibrary | None:
+        if self._prompts is None:
+            try:
+                self._prompts = PromptLibrary(default_prompt_directory())
+            except PromptError as exc:
+                log.error("voice prompts unavailable", extra={"why": str(exc)})
+                return None
+        return self._prompts
 
     def app_hang_up(self, call: Call) -> None:
         self.calls.hang_up_app(call, time.time())

@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from agent.calls.env import CallEnv, TrunkInfo, UserInfo
 from agent.calls.features import Features
@@ -93,6 +93,12 @@ ResponseHandler = Callable[[Response | None, int, float], None]
 Application = Callable[[Call, ToApplication, float], bool]
 
 
+class HoldMusic(Protocol):
+    def start(self, call: Call, held: Leg, now: float) -> None: ...
+
+    def stop(self, call: Call, now: float) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class EndedCall:
     """What the call record is made of; the agent turns it into a CDR row."""
@@ -136,6 +142,9 @@ class CallControl:
         self.auth_failures = 0
         self.calls_total = 0
         self.calls_refused_overload = 0
+        # Music on hold (agent.apps.hold_music): told when a party is put on hold (after
+        # the hold went through) and when it is taken off hold or the call ends.
+        self.hold_music: HoldMusic | None = None
         self.overloaded = False  # set by the owner, which can see the event loop fall behind
         self.features = Features(self)
         self.mwi: Mwi | None = None  # message-summary subscriptions (agent.calls.mwi)
@@ -954,6 +963,8 @@ class CallControl:
             content_type=request.headers.get("content-type"),
         )
         offered_hold = _hold_in(request)
+        if offered_hold is False and self.hold_music is not None:
+            self.hold_music.stop(call, now)  # resuming: the held party goes back to origin
         try:
             ckey = self.layer.send_request(out, target.peer, now)
         except TransactionError:
@@ -988,6 +999,9 @@ class CallControl:
             self._reply(key, request, status, t, reason=response.reason,
                         body=nat_fixed(response.body, rtype, target.peer), content_type=rtype,
                         contact=contact if status < 300 else None)
+            if (final and status < 300 and method == "INVITE" and offered_hold
+                    and self.hold_music is not None):
+                self.hold_music.start(call, target, t)
 
         self._handlers[ckey] = relay_back
 
@@ -1118,6 +1132,8 @@ class CallControl:
             if leg.dialog is not None:
                 self._dialogs.pop(leg.dialog.id, None)
         self.calls.pop(call.id, None)
+        if self.hold_music is not None:
+            self.hold_music.stop(call, now)
         if call.on_end is not None:
             call.on_end()
         if call.parked_slot is not None and self.features.parked.get(call.parked_slot) is call:
