@@ -63,6 +63,12 @@ class CallRecord:
     hunt_group: str | None  #: the pilot, if the call went to a hunt group
     trunk: str | None
     cause: str  #: short reason: "caller-bye", "callee-bye", "486", "cancel", "timeout", ...
+    #: What the agent measured of the audio it received on the call (RFC 3550), for calls
+    #: whose media it handled (voicemail, attendant, paging, music on hold); None for
+    #: calls whose media flowed phone to phone.
+    jitter_ms: float | None = None
+    loss_percent: float | None = None
+    rtt_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not self.call_id:

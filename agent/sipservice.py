@@ -41,7 +41,7 @@ from agent.calls.site_env import SiteCallEnv
 from agent.calls.trunks import TrunkRegistrations
 from agent.cdr import CallRecord
 from agent.listen import ListenSpec, hostport
-from agent.media.engine import MediaEngine, PortRangeExhausted
+from agent.media.engine import MediaEngine, MediaLeg, PortRangeExhausted
 from agent.prompts import PromptError, PromptLibrary
 from agent.prompts import default_directory as default_prompt_directory
 from agent.routing import PAGING_SERVICE, attendant_of, direct_dial_menus, paging_group_of
@@ -624,6 +624,7 @@ class SipService:
         holder.append(app_call)
         call.on_end = app_call.ended.set
         call.on_info = app_call.info_dtmf
+        call.media_quality = functools.partial(_media_quality, leg)
         if not self.calls.answer_app(call, answer.serialize(), name, time.time()):
             leg.close()
             return
@@ -866,8 +867,18 @@ def _call_record(e: EndedCall) -> CallRecord:
         call_id=e.id, direction=e.direction, caller=e.caller, caller_name=e.caller_name,
         callee=e.callee, dialed=e.dialed, start=e.start, answer=e.answer, end=e.end,
         disposition=e.disposition, hold_seconds=e.hold_seconds, hunt_group=e.hunt_group,
-        trunk=e.trunk, cause=e.cause,
+        trunk=e.trunk, cause=e.cause, jitter_ms=e.jitter_ms, loss_percent=e.loss_percent,
+        rtt_ms=e.rtt_ms,
     )
+
+
+def _media_quality(leg: MediaLeg) -> tuple[float, float, float | None] | None:
+    session = leg.session
+    summary = session.stats().summary if session is not None else None
+    if summary is None:
+        return None
+    return (round(summary.jitter_ms, 2), round(summary.loss_percent, 2),
+            None if summary.rtt_ms is None else round(summary.rtt_ms, 1))
 
 
 def _enlarge_buffers(udp: UdpEndpoint) -> None:

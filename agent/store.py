@@ -448,8 +448,19 @@ def _m6_vm_email_queue(db: sqlite3.Connection) -> None:
 
 
 #: Ordered; migration ``i`` (0-based) brings the schema to version ``i + 1``.
+#: The schema version from which call records carry media quality.
+CDR_MEDIA_SCHEMA_VERSION: Final = 7
+
+
+def _m7_cdr_media(db: sqlite3.Connection) -> None:
+    # Call quality, where the agent handled the media (agent.cdr.CallRecord).
+    for column in ("jitter_ms", "loss_percent", "rtt_ms"):
+        db.execute(f"ALTER TABLE cdr ADD COLUMN {column} REAL")
+
+
 MIGRATIONS: Final[Sequence[Migration]] = (
     _m1_initial, _m2_cdr, _m3_user_state, _m4_devices, _m5_voicemail, _m6_vm_email_queue,
+    _m7_cdr_media,
 )
 
 #: The schema version from which the ``vm_email_queue`` table exists.
@@ -801,7 +812,12 @@ class Store:
         """Calls that started in ``[since, until)`` (epoch seconds; None: unbounded), ordered by
         start (newest first by default); at most ``limit`` of them (the newest, or the oldest
         with ``newest_first=False``)."""
-        sql = f"SELECT {_CDR_COLUMNS_SQL} FROM cdr"
+        columns = _CDR_COLUMNS_SQL
+        if self.schema_version() < CDR_MEDIA_SCHEMA_VERSION:
+            # A store an older agent wrote, opened read-only (never migrated here).
+            columns += ", NULL, NULL, NULL"
+            columns = columns.replace(', "jitter_ms", "loss_percent", "rtt_ms"', "")
+        sql = f"SELECT {columns} FROM cdr"
         where: list[str] = []
         params: list[Any] = []
         if since is not None:

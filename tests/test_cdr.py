@@ -72,7 +72,7 @@ def test_record_properties() -> None:
     assert missed.talk_seconds == 0.0
     assert {"internal", "outbound", "inbound"} == DIRECTIONS
     assert {"answered", "busy", "no-answer", "failed", "abandoned"} == DISPOSITIONS
-    assert CALL_RECORD_FIELDS[0] == "call_id" and len(CALL_RECORD_FIELDS) == 14
+    assert CALL_RECORD_FIELDS[0] == "call_id" and len(CALL_RECORD_FIELDS) == 17
     d = record_as_dict(r)
     assert list(d) == [*CALL_RECORD_FIELDS, "time_to_answer"]
     assert d["time_to_answer"] == 4.5
@@ -478,3 +478,30 @@ def test_agent_calls_delegates_to_the_service() -> None:
 
 def test_db_stays_private(cdr_state: Path) -> None:
     assert os.stat(cdr_state / "edgepbx.db").st_mode & 0o077 == 0
+
+
+def test_media_quality_is_kept_and_older_stores_read_without_it(state_dir: Path) -> None:
+    from agent.store import MIGRATIONS
+
+    record = CallRecord(call_id="q1", direction="internal", caller="101", caller_name="A",
+                        callee="voicemail", dialed="102", start=10.0, answer=11.0, end=20.0,
+                        disposition="answered", hold_seconds=0.0, hunt_group=None,
+                        trunk=None, cause="caller-bye", jitter_ms=3.5, loss_percent=0.5,
+                        rtt_ms=None)
+    with Store.open(state_dir) as store:
+        store.append_call_records([record])
+        assert store.call_records() == [record]
+    older = state_dir / "older"
+    older.mkdir()
+    with Store.open(older, migrations=MIGRATIONS[:6]) as store:  # before media quality
+        store.append_call_records([])
+        store._db.execute(  # a row as an agent of schema 6 wrote it
+            'INSERT INTO cdr (call_id, direction, caller, caller_name, callee, dialed, start,'
+            ' answer, "end", disposition, hold_seconds, hunt_group, trunk, cause) VALUES'
+            " ('o1','internal','101','A','102','102',1.0,2.0,3.0,'answered',0.0,NULL,NULL,'x')")
+    reader = Store.open_readonly(older)
+    try:
+        [row] = reader.call_records()
+    finally:
+        reader.close()
+    assert row.call_id == "o1" and row.jitter_ms is None

@@ -117,6 +117,9 @@ class EndedCall:
     hunt_group: str | None
     trunk: str | None
     cause: str
+    jitter_ms: float | None = None
+    loss_percent: float | None = None
+    rtt_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -1148,12 +1151,16 @@ class CallControl:
             self.env.call_ended(call.peer.extension, now)
         if not call.recorded:
             return
+        quality = call.media_quality() if call.media_quality is not None else None
         self._records.append(EndedCall(
             id=call.id, direction=call.direction, caller=call.caller,
             caller_name=call.caller_name, callee=call.callee or _last_tried(call),
             dialed=call.dialed, start=call.start, answer=call.answer, end=now,
             disposition=disposition, hold_seconds=round(call.hold_seconds, 3),
             hunt_group=call.hunt_group, trunk=call.trunk, cause=cause,
+            jitter_ms=quality[0] if quality else None,
+            loss_percent=quality[1] if quality else None,
+            rtt_ms=quality[2] if quality else None,
         ))
 
     def _contact(self, peer: Peer) -> str:

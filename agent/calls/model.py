@@ -104,6 +104,9 @@ class Call:
     # given SIP INFO DTMF bodies.
     on_end: Callable[[], None] | None = None
     on_info: Callable[[bytes], None] | None = None
+    # Where the agent handles the call's media: (jitter ms, loss %, RTT ms) of what it
+    # received, asked for when the call ends, for the record.
+    media_quality: Callable[[], tuple[float, float, float | None] | None] | None = None
     step: int = 0  # index into plan.steps
     delayed: int = 0  # destinations of this step still waiting for their delay
 

@@ -90,6 +90,12 @@ def test_sipp_leaves_a_message_that_is_stored_encrypted_and_is_the_speech(
     similarity = _best_correlation(loudness, _envelope(spoken))
     assert similarity > 0.8, similarity
 
+    # The call record carries what the agent measured of the audio it received.
+    [record] = agent.cdr()
+    assert record["disposition"] == "answered" and record["callee"] == "voicemail", record
+    assert record["jitter_ms"] is not None and record["loss_percent"] is not None, record
+    assert record["loss_percent"] < 5.0, record
+
 
 def _free_media_port() -> int:
     from conftest import free_port
