@@ -71,7 +71,7 @@ class Prompts:
 def test_the_held_party_hears_the_agent() -> None:
     async def scenario() -> None:
         h = Harness(FakeEnv([("1001", "Alice"), ("1002", "Bob")]))
-        engine = MediaEngine((30000, 30099), "127.0.0.1")
+        engine = MediaEngine((16384, 32767), "127.0.0.1")  # wide: ports may be taken
         player = HoldMusicPlayer(h.calls, lambda: engine, Prompts,  # type: ignore[arg-type]
                                  lambda leg: "127.0.0.1", flush=lambda: None)
         h.calls.hold_music = player

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import operator
 from array import array
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -31,7 +32,7 @@ from sipstack.media.session import DtmfReceived, PlayoutDone
 
 log = logging.getLogger(__name__)
 
-RECORD_POLL = 0.1  # seconds between draining received audio while recording
+RECORD_POLL = 0.25  # seconds between draining received audio while recording
 SILENCE_RMS = 200.0  # 16-bit RMS below this counts as silence (about -44 dBFS)
 FIRST_DIGIT_TIMEOUT = 8.0  # seconds to start entering digits after a prompt
 INTER_DIGIT_TIMEOUT = 4.0
@@ -190,10 +191,12 @@ class AppCall:
 
 
 def _rms(pcm: bytes) -> float:
-    samples = array("h", pcm[: len(pcm) & ~1])
+    # Every 4th sample is plenty to tell speech from silence, and this runs for every
+    # recording session several times a second: keep it out of the media timer's way.
+    samples = array("h", pcm[: len(pcm) & ~1])[::4]
     if not samples:
         return 0.0
-    return math.sqrt(sum(x * x for x in samples) / len(samples))
+    return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples))
 
 
 Application = Callable[[AppCall], Awaitable[None]]
