@@ -358,3 +358,21 @@ def test_unsolicited_notify_goes_to_the_contact_and_reports_its_answer(h: Harnes
     assert notify.headers.get("subscription-state") is not None
     bob.respond(notify, 200)
     assert seen == [200]
+
+
+def test_the_487_of_a_cancelled_leg_does_not_reroute_again(h: Harness) -> None:
+    launched: list[str] = []
+
+    def voicemail(call: object, plan: object, now: float) -> bool:
+        launched.append(getattr(plan, "value", ""))
+        return True
+
+    h.calls.applications["voicemail"] = voicemail
+    alice, bob = _phones(h)
+    invite = _invite_to(alice.invite("1002"), bob)
+    bob.respond(invite, 180)
+    out = h.advance(20.1)  # no answer: cancelled, and on to the mailbox
+    assert only(out, method="CANCEL", peer=bob.peer)
+    assert launched == ["1002"]
+    bob.respond(invite, 487)
+    assert launched == ["1002"]

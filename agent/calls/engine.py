@@ -666,9 +666,11 @@ class CallControl:
             return
         leg.state = LegState.DONE
         leg.status = status
-        if leg in call.ringing and call.state not in (CallState.ANSWERED, CallState.ENDED):
-            if not leg.cancel_wanted:
-                call.statuses.append(status)
+        # A leg we cancelled was counted out when it was cancelled (_check_step skips it):
+        # its 487 must not run the step again (a second voicemail after a no-answer timeout).
+        if (leg in call.ringing and not leg.cancel_wanted
+                and call.state not in (CallState.ANSWERED, CallState.ENDED)):
+            call.statuses.append(status)
             self._check_step(call, now)
 
     def _retry_auth(self, leg: Leg, response: Response, now: float) -> bool:
