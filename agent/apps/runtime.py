@@ -141,20 +141,28 @@ class AppCall:
         key: str | None = None
         limit = int(max_seconds * 16000)
         silence_limit = int(silence_seconds * 16000)
-        while total < limit and not self.ended.is_set():
-            try:
-                key = await asyncio.wait_for(self._digits.get(), RECORD_POLL)
-            except TimeoutError:
-                key = None
-            chunk = session.read_audio()
-            if chunk:
-                chunks.append(chunk)
-                total += len(chunk)
-                quiet = quiet + len(chunk) if _rms(chunk) < SILENCE_RMS else 0
-            if key is not None and key in stop_digits:
-                break
-            if quiet >= silence_limit:
-                break
+        ended = asyncio.ensure_future(self.ended.wait())
+        try:
+            while total < limit and not self.ended.is_set():
+                digit = asyncio.ensure_future(self._digits.get())
+                done, _ = await asyncio.wait({digit, ended}, timeout=RECORD_POLL,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if digit in done:
+                    key = digit.result()
+                else:
+                    digit.cancel()
+                    key = None
+                chunk = session.read_audio()
+                if chunk:
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    quiet = quiet + len(chunk) if _rms(chunk) < SILENCE_RMS else 0
+                if key is not None and key in stop_digits:
+                    break
+                if quiet >= silence_limit:
+                    break
+        finally:
+            ended.cancel()
         pcm = b"".join(chunks)[:limit]
         if quiet and len(pcm) > quiet:
             pcm = pcm[: len(pcm) - quiet]

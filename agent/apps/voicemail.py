@@ -79,9 +79,11 @@ async def mailbox_menu(call: AppCall, store: VoicemailStore, *, mailbox: str | N
             return
     if not await _login(call, store, mailbox, clock):
         return
-    await _announce_counts(call, store, mailbox)
+    pressed = await _announce_counts(call, store, mailbox)
     while not call.ended.is_set():
-        choice = await call.ask("vm_main_menu", max_digits=1)
+        # A key pressed during the announcement is the menu choice.
+        choice = pressed or await call.ask("vm_main_menu", max_digits=1)
+        pressed = None
         if choice == "1":
             await _listen(call, store, mailbox)
         elif choice == "2":
@@ -99,6 +101,8 @@ async def _login(call: AppCall, store: VoicemailStore, mailbox: str,
                  clock: Callable[[], float]) -> bool:
     for _ in range(PIN_TRIES):
         pin = await call.ask("vm_enter_pin", max_digits=12)
+        if call.ended.is_set():
+            return False  # a hang-up is not a wrong PIN
         result = await asyncio.to_thread(store.check_pin, mailbox, pin)  # scrypt: ~50 ms
         if getattr(result, "locked", False):
             await call.play("vm_mailbox_locked", "goodbye", interruptible=False)
@@ -110,11 +114,10 @@ async def _login(call: AppCall, store: VoicemailStore, mailbox: str,
     return False
 
 
-async def _announce_counts(call: AppCall, store: VoicemailStore, mailbox: str) -> None:
+async def _announce_counts(call: AppCall, store: VoicemailStore, mailbox: str) -> str | None:
     new, saved = store.counts(mailbox)
     if not new and not saved:
-        await call.play("vm_you_have", "vm_no_messages")
-        return
+        return await call.play("vm_you_have", "vm_no_messages")
     words = ["vm_you_have"]
     if new:
         words += [*say_number(new), "vm_new_message" if new == 1 else "vm_new_messages"]
@@ -122,7 +125,7 @@ async def _announce_counts(call: AppCall, store: VoicemailStore, mailbox: str) -
         words.append("vm_and")
     if saved:
         words += [*say_number(saved), "vm_saved_message" if saved == 1 else "vm_saved_messages"]
-    await call.play(*words)
+    return await call.play(*words)
 
 
 async def _listen(call: AppCall, store: VoicemailStore, mailbox: str) -> None:
@@ -130,8 +133,9 @@ async def _listen(call: AppCall, store: VoicemailStore, mailbox: str) -> None:
     index = 0
     while 0 <= index < len(messages) and not call.ended.is_set():
         message = messages[index]
-        await call.play("vm_first_message" if index == 0 else "vm_next_message")
-        key = await call.play_audio(store.read_audio(mailbox, message.id))
+        key = await call.play("vm_first_message" if index == 0 else "vm_next_message")
+        if key is None:
+            key = await call.play_audio(store.read_audio(mailbox, message.id))
         if key is None:
             key = await call.ask("vm_message_menu", max_digits=1)
         if getattr(message, "folder", "") == "new" and key != "3":

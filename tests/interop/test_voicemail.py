@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from array import array
 from pathlib import Path
 
@@ -72,6 +73,9 @@ def test_sipp_leaves_a_message_that_is_stored_encrypted_and_is_the_speech(
     store = Store.open(agent.state_dir)
     try:
         vm = VoicemailStore(agent.state_dir, store, recover=False)
+        deadline = time.monotonic() + 5  # the agent saves it just after the hang-up
+        while not vm.list_messages(owner.extension) and time.monotonic() < deadline:
+            time.sleep(0.1)
         [message] = vm.list_messages(owner.extension)
         stored = vm.read_audio(owner.extension, message.id)
     finally:
