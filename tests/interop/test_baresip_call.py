@@ -220,7 +220,56 @@ class CtrlTcp:
         self._thread.join(timeout=5)
 
 
-class Phone:
+class BaresipProcess:
+    """A headless baresip run from a config directory the subclass has written, driven
+    over its ctrl_tcp module (``ctrl_port``): start, connect, log, stop."""
+
+    ctrl_port: int
+
+    def _launch(self, binary: str, confdir: Path) -> None:
+        self.log_path = confdir / "baresip.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [binary, "-f", str(confdir), "-s"],  # -s: SIP trace in the log
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=confdir,
+        )
+        self.ctrl: CtrlTcp | None = None
+
+    def connect(self, timeout: float = 10.0) -> CtrlTcp:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, "baresip exited:\n" + self.log()
+            try:
+                self.ctrl = CtrlTcp(self.ctrl_port)
+                return self.ctrl
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"baresip's ctrl_tcp never listened ({exc}):\n" + self.log()
+                    ) from None
+                time.sleep(0.1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.ctrl is not None:
+            self.ctrl.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._log.close()
+        return int(self.proc.returncode)
+
+
+class Phone(BaresipProcess):
     """One headless baresip with a tone as microphone and a dump of what it decoded."""
 
     def __init__(
@@ -261,33 +310,7 @@ class Phone:
         )
         (confdir / "accounts").write_text(account, encoding="ascii")
         (confdir / "contacts").write_text("", encoding="ascii")
-        self.log_path = confdir / "baresip.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [binary, "-f", str(confdir), "-s"],  # -s: SIP trace in the log
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=confdir,
-        )
-        self.ctrl: CtrlTcp | None = None
-
-    def connect(self, timeout: float = 10.0) -> CtrlTcp:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, "baresip exited:\n" + self.log()
-            try:
-                self.ctrl = CtrlTcp(self.ctrl_port)
-                return self.ctrl
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"baresip's ctrl_tcp never listened ({exc}):\n" + self.log()
-                    ) from None
-                time.sleep(0.1)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        self._launch(binary, confdir)
 
     def recording(self, kind: str) -> Path:
         """The sndfile dump of this call: kind "dec" (received) or "enc" (sent)."""
@@ -295,18 +318,6 @@ class Phone:
         assert len(found) == 1, (kind, found, self.log()[-3000:])
         return found[0]
 
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.ctrl is not None:
-            self.ctrl.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
-        return int(self.proc.returncode)
 
 
 @pytest.fixture

@@ -20,8 +20,6 @@ its subscription.
 from __future__ import annotations
 
 import contextlib
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,7 +41,7 @@ from conftest import (
 from agent.store import Store
 from agent.voicemail import VoicemailStore
 from interop.test_assigner import prompts  # noqa: F401 - the fixture
-from interop.test_baresip_call import CtrlTcp, wait_for
+from interop.test_baresip_call import BaresipProcess, wait_for
 
 MODULE_DIR = Path("/usr/lib/baresip/modules")
 MODULES = ("g711.so",)
@@ -54,7 +52,7 @@ PIN = "2468"  # the PIN vm_menu_uac.xml keys in
 NO_ANSWER_TIMEOUT = 5  # seconds; the site schema's minimum
 
 
-class MwiPhone:
+class MwiPhone(BaresipProcess):
     """A headless baresip registered as one user, subscribed to its mailbox, never
     answering by itself."""
 
@@ -85,27 +83,7 @@ class MwiPhone:
         self.account = account.strip()
         (confdir / "accounts").write_text("", encoding="ascii")
         (confdir / "contacts").write_text("", encoding="ascii")
-        self.log_path = confdir / "baresip.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [binary, "-f", str(confdir), "-s"],  # -s: SIP trace in the log
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=confdir,
-        )
-        self.ctrl: CtrlTcp | None = None
-
-    def connect(self, timeout: float = 10.0) -> CtrlTcp:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, "baresip exited:\n" + self.log()
-            try:
-                self.ctrl = CtrlTcp(self.ctrl_port)
-                return self.ctrl
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"baresip's ctrl_tcp never listened ({exc}):\n" + self.log()
-                    ) from None
-                time.sleep(0.1)
+        self._launch(binary, confdir)
 
     def add_account(self) -> None:
         """Create the user agent, which then registers and (on REGISTER_OK) subscribes.
@@ -120,9 +98,6 @@ class MwiPhone:
         reply = self.ctrl.command("uanew", self.account)
         assert reply.get("ok"), (reply, self.log()[-3000:])
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
     def events(self, kind: str) -> list[dict[str, Any]]:
         assert self.ctrl is not None
         return [e for e in list(self.ctrl.seen) if e.get("event") and e.get("type") == kind]
@@ -131,18 +106,6 @@ class MwiPhone:
         """The bodies of the NOTIFYs the mwi module accepted, in order."""
         return [str(e.get("param", "")) for e in self.events("MWI_NOTIFY")]
 
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.ctrl is not None:
-            self.ctrl.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
-        return int(self.proc.returncode)
 
 
 @pytest.fixture
