@@ -107,7 +107,6 @@ class MwiPhone(BaresipProcess):
         return [str(e.get("param", "")) for e in self.events("MWI_NOTIFY")]
 
 
-
 @pytest.fixture
 def mwi_phone() -> Iterator[Callable[[SiteUser, int], MwiPhone]]:
     binary = require_binary("baresip", "baresip-core")
