@@ -210,6 +210,8 @@ class SipService:
             CallConfig(server_header=f"edgepbx/{version()}"),
         )
         self._apply_park(site)
+        # User id -> extension, for MWI on the registration path (kept with the site).
+        self._extension_of_user = {u.id: u.extension for u in site.users}
         self.mwi = Mwi(self.calls, store)
         self.voicemail = VoicemailStore(state_dir, store)
         self.voicemail.on_change(self._mailbox_changed)
@@ -283,6 +285,7 @@ class SipService:
         self.call_env.digest = registration.digest
         self.call_env.apply_site(site)
         self._apply_park(site)
+        self._extension_of_user = {u.id: u.extension for u in site.users}
         self.site = site
         if self._loop is not None:
             self._name_tls_trunks()
@@ -762,14 +765,14 @@ class SipService:
         self._flush()
 
     def _bindings_seen(self, now: float) -> list[BindingSeen]:
-        extensions = {u.id: u.extension for u in self.site.users}
+        extensions = self._extension_of_user
         return [BindingSeen(extensions[b.aor], b.contact, b.call_id, b.expires_at)
                 for b in self.registrar.all_bindings(now) if b.aor in extensions]
 
     def _mwi_bindings(self, changes: list[Change], now: float) -> None:
         """Binding changes for MWI: a phone that registers anew (or after its binding
         lapsed) is sent its mailbox's state again."""
-        extensions = {u.id: u.extension for u in self.site.users}
+        extensions = self._extension_of_user
         for change in changes:
             if isinstance(change, Upsert):
                 b = change.binding
