@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         "site version in the store; else UTC)",
     )
 
+    vm = sub.add_parser("vm", help="voicemail administration")
+    vm_sub = vm.add_subparsers(dest="vm_command", metavar="SUBCOMMAND", required=True)
+    p = vm_sub.add_parser("set-pin", help="set a mailbox's PIN (read from the terminal or "
+                          "standard input, never from the command line); unlocks it")
+    p.add_argument("mailbox", metavar="EXTENSION")
+    p = vm_sub.add_parser("unlock", help="unlock a mailbox locked by wrong PINs")
+    p.add_argument("mailbox", metavar="EXTENSION")
+
     site = sub.add_parser("site", help="the site configuration document")
     site_sub = site.add_subparsers(dest="site_command", metavar="SUBCOMMAND", required=True)
     p = site_sub.add_parser("validate", help="check a site file; one line per error")
@@ -120,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_calls(state_dir, as_json=args.json, out=out)
         if args.command == "cdr":
             return _cmd_cdr(state_dir, args, out=out)
+        if args.command == "vm":
+            return _cmd_vm(state_dir, args, out=out)
         if args.command == "site":
             if args.site_command == "validate":
                 return _cmd_site_validate(args.file, out=out)
@@ -518,6 +528,38 @@ def _daily_row(stats: DailyCallStats) -> tuple[str, ...]:
 
 def _csv_value(value: Any) -> Any:
     return "" if value is None else value
+
+
+def _cmd_vm(state_dir: Path, args: argparse.Namespace, *, out: TextIO) -> int:
+    """Mailbox administration, on the store directly (the agent need not run)."""
+    from agent.store import Store
+    from agent.voicemail import VoicemailStore, WeakPin
+
+    if not (state_dir / "edgepbx.db").exists():
+        sys.stderr.write(f"edgepbx: no store in {state_dir}\n")
+        return EXIT_FAILURE
+    with Store.open(state_dir) as store:
+        vm = VoicemailStore(state_dir, store, recover=False)
+        if args.vm_command == "unlock":
+            vm.unlock(args.mailbox, actor="cli", role="admin")
+            out.write(f"mailbox {args.mailbox} unlocked\n")
+            return EXIT_OK
+        if sys.stdin.isatty():
+            import getpass
+
+            pin = getpass.getpass("new PIN: ")
+            if getpass.getpass("again: ") != pin:
+                sys.stderr.write("edgepbx: the PINs do not match\n")
+                return EXIT_FAILURE
+        else:
+            pin = sys.stdin.readline().strip()
+        try:
+            vm.set_pin(args.mailbox, pin, actor="cli", role="admin")
+        except WeakPin as exc:
+            sys.stderr.write(f"edgepbx: {exc}\n")
+            return EXIT_FAILURE
+    out.write(f"PIN of mailbox {args.mailbox} set\n")
+    return EXIT_OK
 
 
 def _cmd_cdr(state_dir: Path, args: argparse.Namespace, *, out: TextIO) -> int:

@@ -165,3 +165,23 @@ def test_console_script_no_agent(state_dir: Path) -> None:
     assert res.returncode == 2
     expected = f"edgepbx: no agent running on {state_dir} (control socket missing)"
     assert res.stderr.strip() == expected
+
+
+def test_vm_set_pin_and_unlock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from agent.cli import main
+    from agent.store import Store
+    from agent.voicemail import VoicemailStore
+
+    Store.open(tmp_path).close()
+    monkeypatch.setattr("sys.stdin", io.StringIO("2580\n"))
+    assert main(["--state-dir", str(tmp_path), "vm", "set-pin", "101"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("1111\n"))  # weak: refused
+    assert main(["--state-dir", str(tmp_path), "vm", "set-pin", "101"]) == 1
+    assert "101" in capsys.readouterr().out
+    with Store.open(tmp_path) as store:
+        vm = VoicemailStore(tmp_path, store)
+        assert vm.check_pin("101", "2580").ok
+    assert main(["--state-dir", str(tmp_path), "vm", "unlock", "101"]) == 0
