@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from agent.assignment import phone_model, with_phone
+from agent.atomic import write_atomic
 from agent.site import SiteError, parse_document, parse_site
 
 if TYPE_CHECKING:
@@ -66,9 +65,9 @@ class SiteAssigner:
             parse_site(updated)  # every error by path, before anything is written
         except (SiteError, UnicodeDecodeError) as exc:
             return f"the site would not be valid: {exc}"
-        _write_atomically(path, _serialise(updated, path))
+        write_atomic(path, _serialise(updated, path), path.stat().st_mode & 0o777)
         if not await agent.reload(actor="assigner"):
-            _write_atomically(path, original)
+            write_atomic(path, original, path.stat().st_mode & 0o777)
             return "the agent refused the changed site"
         self.audit("phone.assigned", {"mac": device.mac, "model": model,
                                       "extension": extension, "source": source_ip})
@@ -87,25 +86,3 @@ def _serialise(document: dict[str, Any], path: Path) -> bytes:
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     return ("# Written by edgepbx (extension assigner); comments are not kept.\n"
             + text).encode()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory: a power cut
-    leaves the old file or the new one, never half of either."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
@@ -20,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from agent.atomic import write_atomic
 
 __all__ = ["CERT_FILENAME", "KEY_FILENAME", "TLS_DIRNAME", "ensure_self_signed"]
 
@@ -56,8 +56,8 @@ def ensure_self_signed(
     cert_pem, key_pem = _generate(hostname, extra_ips)
     # Key first: a crash between the two renames leaves a mismatched pair, which the next
     # start detects and replaces.
-    _write_atomic(key_path, key_pem, 0o600)
-    _write_atomic(cert_path, cert_pem, 0o644)
+    write_atomic(key_path, key_pem, 0o600)
+    write_atomic(cert_path, cert_pem, 0o644)
     return cert_path, key_path
 
 
@@ -150,25 +150,3 @@ def _generate(hostname: str, extra_ips: Iterable[str]) -> tuple[bytes, bytes]:
         serialization.NoEncryption(),
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

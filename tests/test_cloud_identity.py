@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent.atomic import write_atomic
 from agent.cloud import identity as identity_mod
 from agent.cloud.identity import (
     CertificateRejected,
@@ -227,7 +228,7 @@ def test_write_atomic_uses_a_temp_file_fsync_and_rename(tmp_path, monkeypatch):
 
     monkeypatch.setattr(identity_mod.os, "fsync", fsync)
     monkeypatch.setattr(identity_mod.os, "replace", replace)
-    identity_mod._write_atomic(tmp_path / "x", b"data", 0o600)
+    write_atomic(tmp_path / "x", b"data", 0o600)
     assert calls == ["fsync", "replace True->x", "fsync"]  # file, rename, directory
     assert stat.S_IMODE((tmp_path / "x").stat().st_mode) == 0o600
 
@@ -289,7 +290,7 @@ def test_interrupted_rotation_is_finished_on_load(tmp_path, ca):
     new_cert = sign_csr(ca, ident.renewal_csr_pem())
     next_key = ident.next_key_path.read_bytes()
     # the crash: the new certificate is on disk, the key rename did not happen
-    identity_mod._write_atomic(ident.cert_path, new_cert, 0o644)
+    write_atomic(ident.cert_path, new_cert, 0o644)
     again = DeviceIdentity.load_or_create(tmp_path)
     assert again.key_path.read_bytes() == next_key and not again.next_key_path.exists()
     assert again.enrolled

@@ -45,7 +45,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Final
@@ -55,6 +54,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from agent.atomic import fsync_dir, write_atomic
 
 __all__ = [
     "CA_CHAIN_FILENAME",
@@ -186,11 +187,11 @@ class DeviceIdentity:
 
         if serial is None:
             serial = str(uuid.uuid4())
-            _write_atomic(serial_path, (serial + "\n").encode(), 0o644)
+            write_atomic(serial_path, (serial + "\n").encode(), 0o644)
             log.info("generated device serial", extra={"serial": serial})
         if key is None:
             key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
-            _write_atomic(key_path, _key_pem(key), 0o600)
+            write_atomic(key_path, _key_pem(key), 0o600)
             log.info("generated device key", extra={"path": str(key_path)})
         elif stat.S_IMODE(key_path.stat().st_mode) & 0o077:
             log.warning("device key was readable by others; setting mode 0600",
@@ -233,7 +234,7 @@ class DeviceIdentity:
             raise NotEnrolled("renewal needs a device certificate; enroll first")
         if self._next_key is None:
             next_key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
-            _write_atomic(self.next_key_path, _key_pem(next_key), 0o600)
+            write_atomic(self.next_key_path, _key_pem(next_key), 0o600)
             self._next_key = next_key
         return _csr_pem(self._next_key, self.serial)
 
@@ -279,8 +280,8 @@ class DeviceIdentity:
             raise CertificateRejected("certificate is not for this device's key")
         if not any(_issued_by(cert, ca) for ca in chain):
             raise CertificateRejected("certificate is not signed by any certificate of the chain")
-        _write_atomic(self.chain_path, chain_bytes, 0o644)
-        _write_atomic(self.cert_path, cert_bytes, 0o644)
+        write_atomic(self.chain_path, chain_bytes, 0o644)
+        write_atomic(self.cert_path, cert_bytes, 0o644)
         if rotate:
             assert self._next_key is not None
             _rename_atomic(self.next_key_path, self.key_path)
@@ -424,33 +425,6 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
-def _fsync_dir(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Temp file in the same directory (created with ``mode``), fsync, rename, fsync dir."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
 def _rename_atomic(src: Path, dst: Path) -> None:
     os.replace(src, dst)
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
