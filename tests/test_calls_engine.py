@@ -376,3 +376,19 @@ def test_the_487_of_a_cancelled_leg_does_not_reroute_again(h: Harness) -> None:
     assert launched == ["1002"]
     bob.respond(invite, 487)
     assert launched == ["1002"]
+
+
+def test_delayed_offer_the_callers_ack_carries_the_answer_to_the_callee(h: Harness) -> None:
+    alice, bob = _phones(h)
+    invite = _invite_to(alice.invite("1002", body=b""), bob)
+    assert invite.body == b""
+    out = bob.respond(invite, 200, body=sdp("10.0.0.2"))  # the offer
+    ok = only(out, status=200, peer=alice.peer)[0]
+    assert b"10.0.0.2" in ok.body
+    assert not only(out, method="ACK", peer=bob.peer)  # waits for the answer
+    answer = sdp("10.0.0.1")
+    head = alice._head("ACK", alice.uri, alice.cseq, "z9hG4bKdelayed", to_tag=ok.to.tag)
+    out = h.feed(head.encode() + b"Content-Type: application/sdp\r\n"
+                 + f"Content-Length: {len(answer)}\r\n\r\n".encode() + answer, alice.peer)
+    [ack] = only(out, method="ACK", peer=bob.peer)
+    assert ack.body == answer and ack.cseq.number == invite.cseq.number  # type: ignore[union-attr]

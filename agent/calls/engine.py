@@ -812,16 +812,12 @@ class CallControl:
             return
         self._handlers[ckey] = handler
 
-    def _ack_with(self, leg: Leg, invite: Request, body: bytes, now: float) -> None:
-        saved = leg.invite
-        leg.invite = invite
-        self._ack_leg(leg, body, now)
-        leg.invite = saved
-
-    def _ack_leg(self, leg: Leg, body: bytes, now: float, content_type: str | None = None) -> None:
+    def _ack_with(self, leg: Leg, invite: Request, body: bytes, now: float,
+                  content_type: str | None = None) -> None:
+        """ACK ``leg``'s 2xx to ``invite`` (its first INVITE or a re-INVITE), with
+        ``body`` when the ACK carries the answer (delayed offer)."""
         dialog = leg.dialog
-        invite = leg.invite
-        if dialog is None or invite is None:
+        if dialog is None:
             return
         host, port = self.env.local_address(leg.peer)
         ack = dialog.new_request("ACK", sent_by=_hostport(host, port),
@@ -829,6 +825,11 @@ class CallControl:
                                  body=body, content_type=content_type or (SDP if body else None))
         leg.ack = ack
         self.layer.send_stateless(ack, leg.peer)
+
+    def _ack_leg(self, leg: Leg, body: bytes, now: float, content_type: str | None = None) -> None:
+        """ACK the 2xx to ``leg``'s first INVITE."""
+        if leg.invite is not None:
+            self._ack_with(leg, leg.invite, body, now, content_type)
 
     def _cancel_leg(self, leg: Leg, now: float) -> None:
         if leg.state is LegState.DONE:
@@ -886,17 +887,12 @@ class CallControl:
         leg = self._dialogs.get(dialog_id) if dialog_id is not None else None
         if leg is None:
             return
-        target = getattr(leg, "relay_ack", None)
-        if target is not None:
-            leg.relay_ack = None
-            ack_for = getattr(leg, "relay_ack_invite", None)
-            if ack_for is not None:
-                target.invite, saved = ack_for, target.invite
-                self._ack_leg(target, request.body, now, request.headers.get("content-type"))
-                target.invite = saved
-                leg.relay_ack_invite = None
-            else:
-                self._ack_leg(target, request.body, now, request.headers.get("content-type"))
+        target = leg.relay_ack
+        invite = leg.relay_ack_invite or (target.invite if target is not None else None)
+        leg.relay_ack = leg.relay_ack_invite = None
+        if target is not None and invite is not None:
+            # The caller's ACK carries the answer to the far end's offer: pass it on.
+            self._ack_with(target, invite, request.body, now, request.headers.get("content-type"))
 
     def _stray(self, response: Response, now: float) -> None:
         """A 2xx retransmission after the INVITE transaction ended: ACK it again."""

@@ -206,16 +206,16 @@ class Features:
         keep = call.a
         offer = response.body
         if not offer:
-            cc._ack_with(leg, leg.invite, b"", now)  # type: ignore[arg-type]
+            cc._ack_leg(leg, b"", now)
             cc._end(call, now, "failed", "no-offer")
             return
 
         def got_answer(r: Response | None, status: int, t: float, _inv: Request) -> None:
             if r is None or not 200 <= status < 300:
-                cc._ack_with(leg, leg.invite, b"", t)  # type: ignore[arg-type]
+                cc._ack_leg(leg, b"", t)
                 cc._end(call, t, "failed", f"rejoin-{status}")
                 return
-            cc._ack_with(leg, leg.invite, r.body, t)  # type: ignore[arg-type]
+            cc._ack_leg(leg, r.body, t)
 
         cc._reinvite(keep, offer, now, got_answer)
 
