@@ -36,10 +36,10 @@ import subprocess
 import threading
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from conftest import (
@@ -320,36 +320,57 @@ class Phone(BaresipProcess):
 
 
 
-@pytest.fixture
-def phone_factory() -> Iterator[Callable[[SiteUser, int, float], Phone]]:
+ProcessT = TypeVar("ProcessT", bound=BaresipProcess)
+
+
+@contextlib.contextmanager
+def baresip_processes(prefix: str, modules: Iterable[str] = (*MODULES, *APP_MODULES),
+                      module_dir: Path = MODULE_DIR) -> Iterator[
+    Callable[[Callable[[str, Path], ProcessT], Callable[[ProcessT], None]], ProcessT]
+]:
+    """``launch(make, ready)``: a baresip made by ``make(binary, confdir)``, connected and
+    made ``ready``, tried again on fresh ports when a free port was taken meanwhile;
+    every one is stopped at the end."""
     binary = require_binary("baresip", "baresip-core")
-    missing = [m for m in (*MODULES, *APP_MODULES) if not (MODULE_DIR / m).exists()]
+    missing = [m for m in modules if not (module_dir / m).exists()]
     assert not missing, f"baresip-core without {missing}: the package is broken"
-    running: list[Phone] = []
+    running: list[BaresipProcess] = []
     with contextlib.ExitStack() as stack:
 
-        def start(user: SiteUser, agent_port: int, tone_hz: float) -> Phone:
-            """A running phone whose ctrl_tcp answers (phone.ctrl)."""
+        def launch(make: Callable[[str, Path], ProcessT],
+                   ready: Callable[[ProcessT], None]) -> ProcessT:
             for attempt in range(3):
-                confdir = stack.enter_context(short_tempdir("bcall-"))
-                phone = Phone(binary, confdir, user, agent_port, tone_hz)
-                running.append(phone)
+                process = make(binary, stack.enter_context(short_tempdir(prefix)))
+                running.append(process)
                 try:
-                    phone.connect()
+                    process.connect()
+                    ready(process)
                 except AssertionError:
                     # A free port (SIP or ctrl_tcp) can be taken before baresip binds it.
-                    if attempt == 2 or "already in use" not in phone.log().lower():
+                    if attempt == 2 or "already in use" not in process.log().lower():
                         raise
-                    phone.stop()
+                    process.stop()
                     continue
-                return phone
+                return process
             raise AssertionError("unreachable")
 
         try:
-            yield start
+            yield launch
         finally:
-            for phone in running:
-                phone.stop()
+            for process in running:
+                process.stop()
+
+
+@pytest.fixture
+def phone_factory() -> Iterator[Callable[[SiteUser, int, float], Phone]]:
+    with baresip_processes("bcall-") as launch:
+
+        def start(user: SiteUser, agent_port: int, tone_hz: float) -> Phone:
+            """A running phone whose ctrl_tcp answers (phone.ctrl)."""
+            return launch(lambda binary, confdir: Phone(binary, confdir, user, agent_port,
+                                                        tone_hz), lambda phone: None)
+
+        yield start
 
 
 # --------------------------------------------------------------------------- helpers

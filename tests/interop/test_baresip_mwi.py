@@ -19,7 +19,6 @@ its subscription.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,14 +33,12 @@ from conftest import (
     bound_users,
     free_port,
     make_users,
-    require_binary,
-    short_tempdir,
 )
 
 from agent.store import Store
 from agent.voicemail import VoicemailStore
 from interop.test_assigner import prompts  # noqa: F401 - the fixture
-from interop.test_baresip_call import BaresipProcess, wait_for
+from interop.test_baresip_call import BaresipProcess, baresip_processes, wait_for
 
 MODULE_DIR = Path("/usr/lib/baresip/modules")
 MODULES = ("g711.so",)
@@ -109,33 +106,13 @@ class MwiPhone(BaresipProcess):
 
 @pytest.fixture
 def mwi_phone() -> Iterator[Callable[[SiteUser, int], MwiPhone]]:
-    binary = require_binary("baresip", "baresip-core")
-    missing = [m for m in (*MODULES, *APP_MODULES) if not (MODULE_DIR / m).exists()]
-    assert not missing, f"baresip-core without {missing}: the package is broken"
-    running: list[MwiPhone] = []
-    with contextlib.ExitStack() as stack:
+    with baresip_processes("bmwi-", (*MODULES, *APP_MODULES), MODULE_DIR) as launch:
 
         def start(user: SiteUser, agent_port: int) -> MwiPhone:
-            for attempt in range(3):
-                phone = MwiPhone(binary, stack.enter_context(short_tempdir("bmwi-")), user,
-                                 agent_port)
-                running.append(phone)
-                try:
-                    phone.connect()
-                    phone.add_account()
-                except AssertionError:
-                    if attempt == 2 or "already in use" not in phone.log().lower():
-                        raise
-                    phone.stop()
-                    continue
-                return phone
-            raise AssertionError("unreachable")
+            return launch(lambda binary, confdir: MwiPhone(binary, confdir, user, agent_port),
+                          MwiPhone.add_account)
 
-        try:
-            yield start
-        finally:
-            for phone in running:
-                phone.stop()
+        yield start
 
 
 def _fields(body: str) -> dict[str, str]:
