@@ -20,7 +20,8 @@ from conftest import LOOPBACK, AgentProcess, SiteUser, free_port, make_users, re
 from agent.listen import parse_listen
 from agent.provisioning_map import provisioning_model
 from agent.site import parse_site
-from provisioning import file_for, render_cisco_default
+from interop.test_tftp_agent import expected  # the renderer's bytes for the agent's site
+from provisioning import render_cisco_default
 
 SEP = "SEP001A2B3C4D5E.cnf.xml"
 YEALINK = "805ec0000001.cfg"
@@ -39,15 +40,6 @@ def phones_section(users: list[SiteUser]) -> dict[str, Any]:
              "http_username": YEALINK_USER, "http_password": YEALINK_PASSWORD},
         ],
     }
-
-
-def expected(agent: AgentProcess, name: str) -> bytes:
-    site = parse_site(json.loads(agent.site_file.read_text()))
-    model = provisioning_model(site, [parse_listen(s) for s in agent.listens],
-                               default_host=LOOPBACK)
-    found = file_for(model.site, model.phones, name)
-    assert found is not None, name
-    return found[0]
 
 
 @pytest.fixture
