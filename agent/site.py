@@ -12,6 +12,8 @@ fingerprint and the store) sees them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import hashlib
 import ipaddress
@@ -104,6 +106,10 @@ __all__ = [
 EMERGENCY_NUMBERS: Final = frozenset({"112", "911", "999"})
 #: A site document larger than this is refused before parsing.
 MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
+#: The newest site schema this agent understands. A document with a higher
+#: ``schema_version`` (written by a newer portal for a newer agent) is refused whole,
+#: before any other check, so the box keeps its running configuration.
+SITE_SCHEMA_VERSION: Final = 1
 _ROOT: Final = "(document)"
 _CHECKED: Final = "edgepbx_cross_checked"
 
@@ -640,6 +646,16 @@ def _check_menu_keys(value: dict[str, Any]) -> dict[str, Any]:
 _KEY_DIAL_RE = re.compile(r"^[0-9*#+]{1,32}$")
 
 
+def _check_x25519_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64 (the raw 32-byte X25519 public key)") from None
+    if len(raw) != 32:
+        raise ValueError(f"must be a raw 32-byte X25519 public key, got {len(raw)} bytes")
+    return value
+
+
 def _check_mac(value: str) -> str:
     try:
         return normalise_mac(value)
@@ -1164,6 +1180,39 @@ class VoicemailSettings(SchemaModel):
     email: VoicemailEmail = Field(default_factory=VoicemailEmail)
 
 
+X25519Key = Annotated[str, AfterValidator(_check_x25519_key)]
+
+
+class Privacy(SchemaModel):
+    """``privacy:`` - what the customer lets leave the box, and who may change it.
+
+    Set by the customer admin. The device enforces every switch itself, whatever the
+    portal does (docs/portal-api.md, "Privacy").
+    """
+
+    partner_access: StrictBool = Field(
+        default=True, description="The partner may see and change this site through the "
+        "portal. Off: the device refuses any configuration version authored by a partner.")
+    cdr_upload: StrictBool = Field(
+        default=False, description="Upload per-call records to the portal (opt-in). Calls "
+        "made while this is off are never uploaded, even if it is turned on later.")
+    voicemail_backup: StrictBool = Field(
+        default=False, description="Upload voicemail backups, encrypted on the device to "
+        "voicemail_backup_public_key (opt-in).")
+    voicemail_backup_public_key: X25519Key | None = Field(
+        default=None, description="The customer admin's X25519 public key (base64 of the raw "
+        "32 bytes). Neither the device nor the portal can decrypt a backup.")
+
+    @model_validator(mode="after")
+    def _key_when_backing_up(self) -> Privacy:
+        if self.voicemail_backup and self.voicemail_backup_public_key is None:
+            raise PydanticCustomError(
+                "privacy_backup_key",
+                "voicemail_backup needs voicemail_backup_public_key (backups are encrypted "
+                "to the customer admin's key)")
+        return self
+
+
 class MediaSettings(SchemaModel):
     """``media:`` - RTP for the calls the agent answers itself (voicemail, attendant,
     paging); calls between phones send their media directly to each other."""
@@ -1404,6 +1453,10 @@ class Site(SchemaModel):
         default=None, alias="$schema", exclude=True,
         description="Optional URL or path of this JSON Schema, for editors. Ignored.",
     )
+    schema_version: StrictInt = Field(
+        default=SITE_SCHEMA_VERSION, ge=1, le=SITE_SCHEMA_VERSION,
+        description="The site schema this document is written for. A newer one than the "
+        "agent knows is refused whole.")
     site: SiteSettings
     users: list[User] = Field(default_factory=list, max_length=10000)
     sip: SipSettings = Field(default_factory=SipSettings)
@@ -1419,6 +1472,7 @@ class Site(SchemaModel):
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
     phones: list[Phone] = Field(default_factory=list, max_length=10000)
     voicemail: VoicemailSettings = Field(default_factory=VoicemailSettings)
+    privacy: Privacy = Field(default_factory=Privacy)
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Site:
@@ -2292,9 +2346,22 @@ def parse_document(text: str) -> Any:
         raise SiteError([f"{_ROOT}: invalid YAML{where}: {problem}"]) from None
 
 
+def _check_schema_version(data: Any) -> None:
+    """A newer schema is refused alone: its other "errors" would only be noise."""
+    if not isinstance(data, Mapping):
+        return
+    found = data.get("schema_version")
+    if isinstance(found, int) and not isinstance(found, bool) and found > SITE_SCHEMA_VERSION:
+        raise SiteError([
+            f"schema_version: {found} is newer than this edgepbx understands "
+            f"({SITE_SCHEMA_VERSION}); update the agent before applying this configuration"
+        ])
+
+
 def parse_site(data: Any) -> Site:
     """Validate an already parsed document. Raises :class:`SiteError` listing every error,
     in document order."""
+    _check_schema_version(data)
     found: list[tuple[Loc, str]] = [
         (loc, f"{_format_loc(loc)}: {msg}") for loc, msg in _cross_check(data)
     ]

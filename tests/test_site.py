@@ -314,3 +314,53 @@ def test_media_port_range() -> None:
             assert all(e.startswith("media") for e in exc.errors), exc.errors
         else:
             raise AssertionError(f"accepted {bad}")
+
+
+# ---- privacy and the schema version
+
+KEY = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80="  # 32 bytes, base64
+
+
+def test_privacy_defaults_let_nothing_but_aggregates_leave() -> None:
+    privacy = parse_site(base()).privacy
+    assert privacy.partner_access is True
+    assert privacy.cdr_upload is False and privacy.voicemail_backup is False
+    assert privacy.voicemail_backup_public_key is None
+
+
+def test_privacy_opt_ins_parse() -> None:
+    doc = with_("privacy", {"partner_access": False, "cdr_upload": True,
+                            "voicemail_backup": True, "voicemail_backup_public_key": KEY})
+    privacy = parse_site(doc).privacy
+    assert (privacy.partner_access, privacy.cdr_upload, privacy.voicemail_backup) == \
+        (False, True, True)
+    assert privacy.voicemail_backup_public_key == KEY
+
+
+@pytest.mark.parametrize(("privacy", "expected"), [
+    ({"voicemail_backup": True}, "privacy: voicemail_backup needs voicemail_backup_public_key"),
+    ({"voicemail_backup_public_key": "not base64!"}, "privacy.voicemail_backup_public_key: "),
+    ({"voicemail_backup_public_key": "AAAA"}, "raw 32-byte X25519 public key, got 3 bytes"),
+    ({"cdr_upload": "yes"}, "privacy.cdr_upload: "),
+    ({"telemetry": True}, "privacy.telemetry: "),
+])
+def test_privacy_errors_name_the_field(privacy: dict[str, Any], expected: str) -> None:
+    errors = errors_of(with_("privacy", privacy))
+    assert any(expected in e for e in errors), errors
+
+
+def test_a_newer_schema_version_is_refused_alone() -> None:
+    doc = with_("schema_version", 2)
+    doc["future_section"] = {"x": 1}
+    assert errors_of(doc) == [
+        "schema_version: 2 is newer than this edgepbx understands (1); update the agent "
+        "before applying this configuration"]
+
+
+@pytest.mark.parametrize("value", [0, "1", True])
+def test_a_bad_schema_version_is_an_error(value: Any) -> None:
+    assert any(e.startswith("schema_version: ") for e in errors_of(with_("schema_version", value)))
+
+
+def test_the_current_schema_version_is_accepted() -> None:
+    assert parse_site(with_("schema_version", 1)).schema_version == 1
