@@ -30,7 +30,9 @@ from agent.cdr import CallRecord, DailyCallStats
 from agent.cloud.identity import DeviceIdentity, NotEnrolled
 from agent.cloud.portal_client import (
     BACKUP_ENCRYPTION,
+    DEFAULT_AUTHOR,
     MAX_RESPONSE_BYTES,
+    Author,
     BadResponse,
     Change,
     Conflict,
@@ -394,6 +396,38 @@ def test_get_site_and_long_poll(ident, portal):
     run(main())
     assert [s.query["wait"] for s in portal.seen] == [["0"], ["1"], ["30"], ["60"]]
     assert portal.seen[2].headers["if-none-match"] == '"3-abc"'  # quoted
+
+
+@pytest.mark.parametrize(("author", "expected"), [
+    ({"role": "partner", "id": "pat"}, Author("partner", "pat")),
+    ({"role": "user", "id": "ann"}, Author("user", "ann")),
+    (None, DEFAULT_AUTHOR),  # absent: an older portal; the customer admin, "portal"
+])
+def test_get_site_reads_the_author(ident, portal, author, expected):
+    body: dict[str, Any] = {"version": 5, "document": {"site": {}}}
+    if author is not None:
+        body["author"] = author
+    portal.routes[("GET", "/v1/site")] = lambda s: (200, body, {"ETag": '"5-e"'})
+    update = run(_get_site(ident, portal))
+    assert update is not None and update.author == expected
+    assert expected.actor == f"{expected.role}:{expected.id}"
+    assert (DEFAULT_AUTHOR.role, DEFAULT_AUTHOR.id) == ("admin", "portal")
+
+
+@pytest.mark.parametrize("author", [
+    "pat", None, {"role": "reseller", "id": "x"}, {"role": "partner"},
+    {"role": "partner", "id": ""}, {"role": "admin", "id": 7},
+])
+def test_a_malformed_author_is_a_bad_response(ident, portal, author):
+    body = {"version": 5, "document": {}, "author": author}
+    portal.routes[("GET", "/v1/site")] = lambda s: (200, body, {"ETag": '"5-e"'})
+    with pytest.raises(BadResponse, match="author"):
+        run(_get_site(ident, portal))
+
+
+async def _get_site(ident: DeviceIdentity, stub: Stub) -> Any:
+    async with client(ident, stub) as pc:
+        return await pc.get_site()
 
 
 def test_site_status_and_changes(ident, portal):

@@ -53,9 +53,12 @@ from agent.cdr import CallRecord, DailyCallStats, record_as_dict
 from agent.cloud.identity import DeviceIdentity, NotEnrolled
 
 __all__ = [
+    "AUTHOR_ROLES",
     "BACKUP_ENCRYPTION",
+    "DEFAULT_AUTHOR",
     "MAX_RESPONSE_BYTES",
     "MAX_WAIT_SECONDS",
+    "Author",
     "BadResponse",
     "CdrUploadResult",
     "Change",
@@ -169,11 +172,35 @@ class IssuedCertificate:
     ca_chain_pem: str
 
 
+#: Who may author a site version at the portal: a partner, the customer admin, or a user
+#: (their own settings, pushed from the device).
+AUTHOR_ROLES: Final = ("partner", "admin", "user")
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who made a site version: ``role`` is one of :data:`AUTHOR_ROLES`."""
+
+    role: str
+    id: str
+
+    @property
+    def actor(self) -> str:
+        """``"<role>:<id>"``, the audit log's actor."""
+        return f"{self.role}:{self.id}"
+
+
+#: A ``GET /v1/site`` answer without ``author`` (an older portal) is taken as the customer
+#: admin's, made at the portal.
+DEFAULT_AUTHOR: Final = Author("admin", "portal")
+
+
 @dataclass(frozen=True, slots=True)
 class SiteUpdate:
     version: int
     document: dict[str, Any]
     etag: str  #: as the portal sent it, quotes included; send it back as If-None-Match
+    author: Author = DEFAULT_AUTHOR  #: who made this version (absent: admin "portal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,14 +252,19 @@ class Heartbeat:
     tunnel: str  #: the tunnel state, e.g. "up"
     site_version: int  #: the applied site version
     cert_expires: float  #: epoch seconds
+    #: The upload outbox: queued and dropped items per kind (drops are never silent).
+    outbox: Mapping[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "version": self.version, "uptime": self.uptime,
             "registered_phones": self.registered_phones, "active_calls": self.active_calls,
             "tunnel": self.tunnel, "site_version": self.site_version,
             "cert_expires": self.cert_expires,
         }
+        if self.outbox is not None:
+            body["outbox"] = dict(self.outbox)
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,7 +580,10 @@ class PortalClient:
         """The site document, or None (304) if it still matches ``etag`` after ``wait`` s.
 
         ``wait`` is clamped to 0-60 whole seconds; the read timeout is ``wait`` plus the
-        client's timeout, so a held long-poll is not cut short.
+        client's timeout, so a held long-poll is not cut short. The answer's ``author``
+        (``{"role": "partner"|"admin"|"user", "id"}``) becomes :attr:`SiteUpdate.author`;
+        without it the author is :data:`DEFAULT_AUTHOR` (admin "portal"), a malformed one is
+        :class:`BadResponse`.
         """
         seconds = max(0, min(MAX_WAIT_SECONDS, math.floor(wait)))
         headers = {"If-None-Match": _quote_etag(etag)} if etag else {}
@@ -564,7 +599,7 @@ class PortalClient:
             raise BadResponse("200 from GET /v1/site without an ETag")
         return SiteUpdate(
             version=_field(data, "version", int), document=_field(data, "document", dict),
-            etag=new_etag,
+            etag=new_etag, author=_author(data),
         )
 
     async def post_site_status(
@@ -648,6 +683,22 @@ class PortalClient:
 
     async def heartbeat(self, beat: Heartbeat) -> None:
         await self._request("POST", "/v1/heartbeat", ok=_OK_NO_BODY, json_body=beat.as_json())
+
+
+def _author(data: Mapping[str, Any]) -> Author:
+    """The version's author; absent means :data:`DEFAULT_AUTHOR`. A malformed one is a
+    :class:`BadResponse`, never a guess: the device refuses partner versions by role."""
+    if "author" not in data:
+        return DEFAULT_AUTHOR
+    author = data["author"]
+    if not isinstance(author, dict):
+        raise BadResponse("response field 'author' is not an object")
+    role, ident = author.get("role"), author.get("id")
+    if role not in AUTHOR_ROLES:
+        raise BadResponse(f"author role must be one of {', '.join(AUTHOR_ROLES)}, not {role!r}")
+    if not isinstance(ident, str) or not ident or len(ident) > 256:
+        raise BadResponse("author id must be a string of 1-256 characters")
+    return Author(role, ident)
 
 
 def _names_a_secret(path: str) -> bool:

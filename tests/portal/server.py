@@ -207,7 +207,12 @@ class Portal:
             raise HttpError(404, f"no device {serial}")
         return row
 
-    def check_role(self, serial: str | None, role: str, *, write: bool = False) -> None:
+    def check_role(self, serial: str | None, role: str, *, write: bool = False,
+                   force: bool = False) -> None:
+        """``force`` (test only, partner writes): skip the partner-access check, to simulate
+        a portal that fails to enforce it, so the device's own refusal can be tested."""
+        if force and write:
+            return
         if role == "partner" and serial is not None and \
                 not self.require_device(serial)["partner_access"]:
             raise HttpError(403, "partner access is turned off for this site by the "
@@ -215,8 +220,8 @@ class Portal:
         del write
 
     def put_document(self, serial: str, document: Any, role: str, author: str,
-                     base_version: int | None) -> dict[str, Any]:
-        self.check_role(serial, role, write=True)
+                     base_version: int | None, *, force: bool = False) -> dict[str, Any]:
+        self.check_role(serial, role, write=True, force=force)
         if not isinstance(document, dict):
             raise HttpError(400, "document must be a JSON object")
         with self.store.tx() as db:
@@ -238,8 +243,9 @@ class Portal:
         self.notify()
         return {"version": version, "changed_paths": changed}
 
-    def portal_changes(self, serial: str, changes: Any, role: str, author: str) -> dict[str, Any]:
-        self.check_role(serial, role, write=True)
+    def portal_changes(self, serial: str, changes: Any, role: str, author: str, *,
+                       force: bool = False) -> dict[str, Any]:
+        self.check_role(serial, role, write=True, force=force)
         changes = self._check_changes(changes)
         with self.store.tx() as db:
             cur = self.store.current_site(serial)
@@ -384,7 +390,9 @@ class Portal:
                     return self._invalid_site(row, invalid)
                 etag = row["etag"]
                 if not etag_matches(if_none_match, etag):
-                    body = f'{{"version": {row["version"]}, "document": {row["document"]}}}'
+                    author = json.dumps({"role": row["author_role"], "id": row["author_id"]})
+                    body = (f'{{"version": {row["version"]}, "document": {row["document"]}, '
+                            f'"author": {author}}}')
                     return Reply(200, body.encode(), headers={"ETag": f'"{etag}"',
                                                      "Cache-Control": "no-store"})
                 remaining = deadline - time.monotonic()
@@ -847,7 +855,11 @@ class AdminHandler(Handler):
             raise HttpError(404, "not found")
         serial, rest = parts[1], parts[2:]
         p.require_device(serial)
-        p.check_role(serial, role)
+        # ?force=1 (test only): store a partner's site write although partner access is off,
+        # simulating a portal that fails to enforce it (the device must refuse the version).
+        force = (query.get("force") or ["0"])[-1] in ("1", "true") and \
+            rest in (["site"], ["site", "changes"]) and method in ("PUT", "POST")
+        p.check_role(serial, role, write=force, force=force)
         if rest == [] and method == "GET":
             return json_reply(200, p.summary(serial, role))
         if rest == ["claim-token"] and method == "POST":
@@ -864,7 +876,7 @@ class AdminHandler(Handler):
                 if base is not None and not isinstance(base, int):
                     raise HttpError(400, "base_version must be an integer")
                 return json_reply(200, p.put_document(serial, body.get("document"), role,
-                                                      author, base))
+                                                      author, base, force=force))
         if rest == ["site", "versions"] and method == "GET":
             rows = p.store.all("SELECT version, etag, source, author_role, author_id, "
                                "changed_paths, created_at FROM site_versions WHERE serial = ? "
@@ -873,7 +885,7 @@ class AdminHandler(Handler):
                 {**dict(r), "changed_paths": json.loads(r["changed_paths"])} for r in rows]})
         if rest == ["site", "changes"] and method == "POST":
             return json_reply(200, p.portal_changes(serial, self.json_body(raw).get("changes"),
-                                                    role, author))
+                                                    role, author, force=force))
         if rest == ["partner-access"] and method in ("PUT", "POST"):
             if role != "admin":
                 raise HttpError(403, "only the customer admin may change partner access")

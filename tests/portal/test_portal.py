@@ -428,6 +428,42 @@ def test_partner_edits_refused_when_partner_access_is_off(portal: PortalProcess,
     assert portal.admin("GET", "/api/devices", role="")[0] == 401
 
 
+def test_site_get_carries_the_author_and_force_simulates_a_lax_portal(
+        portal: PortalProcess, device: Device) -> None:
+    base = f"/api/devices/{device.serial}"
+    body = device.call("GET", "/v1/site")[2]
+    assert body["author"] == {"role": "partner", "id": "partner"}  # create_device's
+    doc = json.loads(json.dumps(SITE))
+    doc["site"]["name"] = "by pat"
+    status, out = portal.admin("PUT", f"{base}/site?user=pat", {"document": doc}, "partner")
+    assert status == 200
+    assert device.call("GET", "/v1/site")[2]["author"] == {"role": "partner", "id": "pat"}
+    status, out = device.call("POST", "/v1/site/changes", {
+        "base_version": out["version"], "author": {"role": "user", "id": "ann"},
+        "changes": [{"path": "users[ann].dnd", "value": True}]})[::2]
+    assert status == 200
+    body = device.call("GET", "/v1/site")[2]
+    assert (body["version"], body["author"]) == (out["version"], {"role": "user", "id": "ann"})
+
+    assert portal.admin("PUT", f"{base}/partner-access", {"enabled": False})[0] == 200
+    doc["site"]["name"] = "forced"
+    assert portal.admin("PUT", f"{base}/site", {"document": doc}, "partner")[0] == 403
+    # ?force=1: a portal that fails to enforce partner access stores the write anyway.
+    status, out = portal.admin("PUT", f"{base}/site?force=1&user=pat", {"document": doc},
+                               "partner")
+    assert status == 200
+    body = device.call("GET", "/v1/site")[2]
+    assert body["version"] == out["version"] and body["document"]["site"]["name"] == "forced"
+    assert body["author"] == {"role": "partner", "id": "pat"}
+    status, out = portal.admin("POST", f"{base}/site/changes?force=1", {
+        "changes": [{"path": "site.name", "value": "forced again"}]}, "partner")
+    assert status == 200
+    # force opens only the partner write paths: reads stay refused.
+    assert portal.admin("GET", f"{base}/site?force=1", role="partner")[0] == 403
+    assert portal.admin("GET", f"{base}?force=1", role="partner")[0] == 403
+    portal.admin("PUT", f"{base}/partner-access", {"enabled": True})
+
+
 # --------------------------------------------------------------------------- faults
 
 
