@@ -114,6 +114,7 @@ bench: deps-bench
 	$(PY) bench/register/run.py
 	$(PY) bench/calls/run.py
 	$(PY) bench/provision/run.py
+	$(PY) bench/outbox/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

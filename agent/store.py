@@ -17,11 +17,18 @@ Call detail records are the exception to ``synchronous=NORMAL``:
 that commit), so a crash or a power cut loses no finished call. CDR batches are rare next to
 REGISTERs, so the extra fsync costs little. :meth:`Store.open_readonly` is for the CLI: it
 reads the same file without writing anything, also while the agent is down.
+
+The upload outbox (migration 8, used by agent.cloud.outbox) lives here too: CDRs are queued
+in the transaction that stores them, the byte bound is enforced in the transaction that
+grows the queue (oldest dropped first), and every drop is logged (``event=outbox.drop``)
+and counted per kind in ``outbox_drops``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import operator
 import os
 import sqlite3
@@ -31,15 +38,24 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from agent.cdr import CALL_RECORD_FIELDS, CallRecord, DailyCallStats, daily_stats, zone
+from agent.cdr import (
+    CALL_RECORD_FIELDS,
+    CallRecord,
+    DailyCallStats,
+    daily_stats,
+    record_as_dict,
+    zone,
+)
 
 __all__ = [
     "CDR_SCHEMA_VERSION",
     "DB_FILENAME",
     "DEVICES_SCHEMA_VERSION",
     "MIGRATIONS",
+    "OUTBOX_DEFAULT_MAX_BYTES",
+    "OUTBOX_SCHEMA_VERSION",
     "VM_EMAIL_SCHEMA_VERSION",
     "VOICEMAIL_SCHEMA_VERSION",
     "AuditEntry",
@@ -51,6 +67,10 @@ __all__ = [
     "DeviceFetched",
     "DeviceRow",
     "DeviceSeen",
+    "OutboxDiskFull",
+    "OutboxDrop",
+    "OutboxEnqueued",
+    "OutboxRow",
     "SiteVersion",
     "Store",
     "StoreError",
@@ -59,13 +79,23 @@ __all__ = [
     "VoicemailGreetingRow",
     "VoicemailMessageRow",
     "VoicemailPinRow",
+    "cdr_outbox_payload",
 ]
 
 DB_FILENAME: Final = "edgepbx.db"
 
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
 
 class StoreError(Exception):
     """The store cannot be opened or used (newer schema, unreadable file, ...)."""
+
+
+class OutboxDiskFull(StoreError):
+    """SQLite said "database or disk is full" while the upload outbox grew, and dropping
+    the oldest queued items (reported) did not make room. Nothing was written by the
+    failed call; everything queued before it is still there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +274,41 @@ class VmEmailJob:
 
 
 _VM_EMAIL_COLUMNS: Final = tuple(f.name for f in fields(VmEmailJob))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One queued upload (agent.cloud.outbox): a CDR, a day's usage or a voicemail backup."""
+
+    id: int  #: queue order (AUTOINCREMENT: never reused)
+    kind: str  #: "cdr" | "usage" | "voicemail_backup"
+    item_key: str  #: unique per item: "cdr:<call_id>", "usage-YYYY-MM-DD", "vmb:<backup_id>"
+    payload: bytes
+    size: int  #: bytes counted against the outbox bound (the payload's length)
+    created_at: float
+    attempts: int  #: refused attempts so far (the portal said no)
+    next_attempt_at: float  #: not sent before this (epoch seconds)
+    last_error: str | None
+
+
+_OUTBOX_COLUMNS: Final = tuple(f.name for f in fields(OutboxRow))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxDrop:
+    """Queued items of one kind removed before delivery (never silently: each is logged
+    and counted in ``outbox_drops``)."""
+
+    kind: str
+    items: int
+    bytes: int
+    reason: str  #: "bound" | "disk-full" | "rejected: <message>"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEnqueued:
+    inserted: int  #: new items (an item_key already queued is not queued twice)
+    drops: tuple[OutboxDrop, ...]  #: oldest items dropped to stay within the bound
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,9 +523,84 @@ def _m7_cdr_media(db: sqlite3.Connection) -> None:
         db.execute(f"ALTER TABLE cdr ADD COLUMN {column} REAL")
 
 
+#: The schema version from which the upload outbox tables exist.
+OUTBOX_SCHEMA_VERSION: Final = 8
+
+
+def _m8_outbox(db: sqlite3.Connection) -> None:
+    # The upload outbox (agent.cloud.outbox): items waiting for the portal, oldest first.
+    db.execute(
+        """
+        CREATE TABLE outbox (
+            id              INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind            TEXT NOT NULL,
+            item_key        TEXT NOT NULL UNIQUE,
+            payload         BLOB NOT NULL,
+            size            INTEGER NOT NULL,
+            created_at      REAL NOT NULL,
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            last_error      TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX outbox_kind ON outbox (kind, id)")
+    # Queued items and bytes per kind, kept by triggers in the same transaction as every
+    # insert and delete, so checking the bound never scans the queue.
+    db.execute(
+        """
+        CREATE TABLE outbox_totals (
+            kind  TEXT PRIMARY KEY,
+            items INTEGER NOT NULL,
+            bytes INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER outbox_totals_insert AFTER INSERT ON outbox BEGIN
+            INSERT INTO outbox_totals (kind, items, bytes) VALUES (NEW.kind, 1, NEW.size)
+            ON CONFLICT (kind) DO UPDATE SET items = items + 1, bytes = bytes + excluded.bytes;
+        END
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER outbox_totals_delete AFTER DELETE ON outbox BEGIN
+            UPDATE outbox_totals SET items = items - 1, bytes = bytes - OLD.size
+            WHERE kind = OLD.kind;
+        END
+        """
+    )
+    db.execute(
+        """
+        CREATE TRIGGER outbox_fixed_size BEFORE UPDATE OF kind, size, payload ON outbox
+        BEGIN SELECT RAISE(ABORT, 'outbox items are not rewritten'); END
+        """
+    )
+    # Items removed before delivery, per kind, for ever (the heartbeat and status report
+    # them): bound reached, disk full, refused by the portal too often.
+    db.execute(
+        """
+        CREATE TABLE outbox_drops (
+            kind        TEXT PRIMARY KEY,
+            items       INTEGER NOT NULL DEFAULT 0,
+            bytes       INTEGER NOT NULL DEFAULT 0,
+            first_at    REAL,
+            last_at     REAL,
+            last_reason TEXT
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE TABLE outbox_state (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID")
+    # A random epoch in the CDR batch ids: a store made anew (same serial, ids from 1 again)
+    # never reuses an idempotency key the portal already answered.
+    db.execute("INSERT INTO outbox_state (key, value) VALUES ('epoch', lower(hex(randomblob(4))))")
+
+
 MIGRATIONS: Final[Sequence[Migration]] = (
     _m1_initial, _m2_cdr, _m3_user_state, _m4_devices, _m5_voicemail, _m6_vm_email_queue,
-    _m7_cdr_media,
+    _m7_cdr_media, _m8_outbox,
 )
 
 #: The schema version from which the ``vm_email_queue`` table exists.
@@ -478,6 +618,36 @@ CDR_SCHEMA_VERSION: Final = 2
 # "end" is an SQL keyword: every column name is quoted.
 _CDR_COLUMNS_SQL: Final = ", ".join(f'"{name}"' for name in CALL_RECORD_FIELDS)
 _cdr_values: Final = operator.attrgetter(*CALL_RECORD_FIELDS)
+
+#: The outbox bound when the caller gives none (payload bytes of all queued items).
+OUTBOX_DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+#: On "disk full", at least this much more than the new items is dropped from the outbox.
+_DISK_FULL_HEADROOM: Final = 256 * 1024
+
+
+def cdr_outbox_payload(record: CallRecord) -> bytes:
+    """The outbox payload of a CDR: compact JSON of :func:`agent.cdr.record_as_dict`
+    (a non-finite quality figure becomes null: the portal client sends strict JSON)."""
+    data = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in record_as_dict(record).items()
+    }
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or "database or disk is full" in str(exc)
+    )
+
+
+def _report_drops(drops: Sequence[OutboxDrop]) -> None:
+    for d in drops:
+        log.warning("outbox items dropped before upload", extra={
+            "event": "outbox.drop", "kind": d.kind, "items": d.items, "bytes": d.bytes,
+            "reason": d.reason,
+        })
 
 
 # --------------------------------------------------------------------------------------------
@@ -609,9 +779,16 @@ class Store:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # Some errors (SQLITE_FULL, SQLITE_NOMEM, ...) roll back by themselves.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:  # e.g. disk full writing the WAL: leave no open transaction
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     # ---- introspection
 
@@ -776,7 +953,10 @@ class Store:
         f"VALUES ({', '.join('?' for _ in CALL_RECORD_FIELDS)})"
     )
 
-    def append_call_records(self, records: Sequence[CallRecord]) -> int:
+    def append_call_records(
+        self, records: Sequence[CallRecord], *, outbox_cdrs: bool = False,
+        outbox_max_bytes: int | None = None,
+    ) -> int:
         """Write a batch of finished calls in ONE transaction; returns how many were new.
 
         Durable against power loss: the rest of the store commits with
@@ -789,6 +969,15 @@ class Store:
 
         Idempotent: ``INSERT OR IGNORE`` on ``call_id``, so a retried batch (or a record
         already written) never duplicates; the first version of a call id wins.
+
+        ``outbox_cdrs`` (pass the site's CDR-upload opt-in): every record that is new here
+        (not an ignored duplicate) is also queued for upload in the SAME transaction (kind
+        ``cdr``, key ``cdr:<call_id>``, payload :func:`cdr_outbox_payload`), and the outbox
+        bound (``outbox_max_bytes``, default :data:`OUTBOX_DEFAULT_MAX_BYTES`) is enforced
+        there too, dropping the oldest queued items (logged and counted). If SQLite finds
+        the disk full, the batch is written once more in one transaction that first drops
+        the oldest outbox items (reported); if that fails too: :class:`OutboxDiskFull`, and
+        nothing of the batch (nor any drop) is written.
         """
         batch = list(records)
         for record in batch:
@@ -799,9 +988,28 @@ class Store:
         with self._lock:
             self._db.execute("PRAGMA synchronous=FULL")
             try:
-                with self._tx() as db:
-                    cur = db.executemany(self._CDR_INSERT_SQL, [_cdr_values(r) for r in batch])
-                    return max(0, cur.rowcount)
+                if not outbox_cdrs:
+                    with self._tx() as db:
+                        cur = db.executemany(
+                            self._CDR_INSERT_SQL, [_cdr_values(r) for r in batch])
+                        return max(0, cur.rowcount)
+                payloads = [cdr_outbox_payload(r) for r in batch]
+                now = time.time()
+
+                def write(db: sqlite3.Connection) -> int:
+                    items: list[tuple[str, str, bytes]] = []
+                    for record, payload in zip(batch, payloads, strict=True):
+                        if db.execute(self._CDR_INSERT_SQL, _cdr_values(record)).rowcount == 1:
+                            items.append(("cdr", f"cdr:{record.call_id}", payload))
+                    self._outbox_insert(db, items, now)
+                    return len(items)
+
+                new, _drops = self._outbox_write(
+                    write, needed=sum(map(len, payloads)), now=now,
+                    max_bytes=OUTBOX_DEFAULT_MAX_BYTES if outbox_max_bytes is None
+                    else outbox_max_bytes,
+                )
+                return new
             finally:
                 self._db.execute("PRAGMA synchronous=NORMAL")
 
@@ -848,6 +1056,267 @@ class Store:
         zone_info = zone(tz)  # refuse a bad zone before reading anything
         return daily_stats(self.call_records(since, until, newest_first=False), zone_info)
 
+
+    # -- upload outbox (agent.cloud.outbox) -------------------------------------------
+    _OUTBOX_SELECT: Final = f"SELECT {', '.join(_OUTBOX_COLUMNS)} FROM outbox"
+
+    @staticmethod
+    def _outbox_insert(
+        db: sqlite3.Connection, items: Sequence[tuple[str, str, bytes]], now: float
+    ) -> int:
+        if not items:
+            return 0
+        cur = db.executemany(
+            "INSERT OR IGNORE INTO outbox (kind, item_key, payload, size, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(kind, key, payload, len(payload), now) for kind, key, payload in items],
+        )
+        return max(0, cur.rowcount)
+
+    @staticmethod
+    def _outbox_count_drops(
+        db: sqlite3.Connection, per_kind: Mapping[str, tuple[int, int]], now: float,
+        reason: str,
+    ) -> list[OutboxDrop]:
+        drops: list[OutboxDrop] = []
+        for kind, (items, size) in sorted(per_kind.items()):
+            db.execute(
+                "INSERT INTO outbox_drops (kind, items, bytes, first_at, last_at, last_reason)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind) DO UPDATE SET"
+                " items = items + excluded.items, bytes = bytes + excluded.bytes,"
+                " first_at = COALESCE(first_at, excluded.first_at),"
+                " last_at = excluded.last_at, last_reason = excluded.last_reason",
+                (kind, items, size, now, now, reason),
+            )
+            drops.append(OutboxDrop(kind, items, size, reason))
+        return drops
+
+    def _outbox_drop_oldest(
+        self, db: sqlite3.Connection, need: int, now: float, reason: str
+    ) -> list[OutboxDrop]:
+        """Delete the oldest items (any kind) until ``need`` bytes are freed; count them."""
+        per_kind: dict[str, tuple[int, int]] = {}
+        freed, last_id = 0, 0
+        while freed < need:
+            rows = db.execute(
+                "SELECT id, kind, size FROM outbox WHERE id > ? ORDER BY id LIMIT 256",
+                (last_id,),
+            ).fetchall()
+            if not rows:
+                break
+            for item_id, kind, size in rows:
+                items, total = per_kind.get(kind, (0, 0))
+                per_kind[kind] = (items + 1, total + size)
+                freed += size
+                last_id = item_id
+                if freed >= need:
+                    break
+        if not per_kind:
+            return []
+        db.execute("DELETE FROM outbox WHERE id <= ?", (last_id,))
+        return self._outbox_count_drops(db, per_kind, now, reason)
+
+    @staticmethod
+    def _outbox_bytes(db: sqlite3.Connection) -> int:
+        (total,) = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM outbox_totals").fetchone()
+        return int(total)
+
+    def _outbox_enforce(
+        self, db: sqlite3.Connection, max_bytes: int, now: float
+    ) -> list[OutboxDrop]:
+        excess = self._outbox_bytes(db) - max_bytes
+        return self._outbox_drop_oldest(db, excess, now, "bound") if excess > 0 else []
+
+    def _outbox_write(
+        self, write: Callable[[sqlite3.Connection], _T], *, needed: int, max_bytes: int,
+        now: float,
+    ) -> tuple[_T, list[OutboxDrop]]:
+        """``write`` (which queues about ``needed`` bytes) and the bound, in ONE transaction.
+
+        On "database or disk is full" (SQLite rolls the transaction back): once more, in ONE
+        transaction that first drops the oldest items (at least twice ``needed`` plus some
+        headroom, or a sixteenth of the queue), so a failure there leaves everything as it
+        was. Drops are logged (``event=outbox.drop``) and counted in ``outbox_drops``.
+        """
+        if max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
+        try:
+            with self._tx() as db:
+                result = write(db)
+                drops = self._outbox_enforce(db, max_bytes, now)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                raise
+            first: sqlite3.OperationalError = exc
+        else:
+            _report_drops(drops)
+            return result, drops
+        with self._lock:
+            queued = self._outbox_bytes(self._db)
+        need = max(2 * needed + _DISK_FULL_HEADROOM, queued // 16)
+        log.error("store full while queueing uploads; dropping the oldest outbox items and "
+                  "trying once more", extra={"event": "outbox.disk_full", "queued_bytes": queued,
+                                             "to_free": min(need, queued), "error": str(first)})
+        if queued == 0:
+            raise OutboxDiskFull(
+                f"{self.path}: the disk is full ({first}) and the upload outbox is empty, so "
+                f"nothing can be dropped to make room; nothing was written. Free disk space "
+                f"in {self.path.parent}."
+            ) from first
+        try:
+            with self._tx() as db:
+                drops = self._outbox_drop_oldest(db, need, now, "disk-full")
+                result = write(db)
+                drops += self._outbox_enforce(db, max_bytes, now)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                raise
+            raise OutboxDiskFull(
+                f"{self.path}: the disk is full ({exc}), even after dropping the oldest "
+                f"{min(need, queued)} of {queued} queued outbox bytes; nothing was written "
+                f"and nothing queued was lost. Free disk space in {self.path.parent}."
+            ) from exc
+        _report_drops(drops)
+        return result, drops
+
+    def outbox_enqueue(
+        self, items: Iterable[tuple[str, str, bytes]], *, now: float,
+        max_bytes: int | None = None, state: Mapping[str, str] | None = None,
+    ) -> OutboxEnqueued:
+        """Queue ``(kind, item_key, payload)`` items (an ``item_key`` already queued is left
+        as it is) and set ``state`` keys (see :meth:`outbox_state`), in ONE transaction
+        committed with ``synchronous=FULL``; then the bound ``max_bytes`` (default
+        :data:`OUTBOX_DEFAULT_MAX_BYTES`) is enforced by dropping the oldest items. Disk full:
+        as :meth:`append_call_records` (:class:`OutboxDiskFull` when nothing helps)."""
+        batch = [(str(k), str(key), bytes(p)) for k, key, p in items]
+        limit = OUTBOX_DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+
+        def write(db: sqlite3.Connection) -> int:
+            inserted = self._outbox_insert(db, batch, now)
+            for key, value in (state or {}).items():
+                db.execute("INSERT OR REPLACE INTO outbox_state (key, value) VALUES (?, ?)",
+                           (key, value))
+            return inserted
+
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                inserted, drops = self._outbox_write(
+                    write, needed=sum(len(p) for _, _, p in batch), max_bytes=limit, now=now)
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+        return OutboxEnqueued(inserted, tuple(drops))
+
+    def outbox_enforce_bound(self, max_bytes: int, *, now: float) -> list[OutboxDrop]:
+        """Drop the oldest items until at most ``max_bytes`` are queued (e.g. after the
+        bound was lowered); the drops are logged and counted."""
+        _, drops = self._outbox_write(lambda db: None, needed=0, max_bytes=max_bytes, now=now)
+        return drops
+
+    def outbox_due(self, kind: str, *, now: float, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` items of ``kind`` due at ``now``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                self._OUTBOX_SELECT + " WHERE kind = ? AND next_attempt_at <= ?"
+                " ORDER BY id LIMIT ?",
+                (kind, now, limit),
+            ).fetchall()
+        return [OutboxRow(*r) for r in rows]
+
+    def outbox_next_due(self) -> float | None:
+        """The earliest ``next_attempt_at`` of any queued item (None: the outbox is empty)."""
+        with self._lock:
+            (due,) = self._db.execute("SELECT MIN(next_attempt_at) FROM outbox").fetchone()
+        return None if due is None else float(due)
+
+    def outbox_delete(self, ids: Iterable[int]) -> int:
+        """Remove delivered items; returns how many were still there."""
+        with self._tx() as db:
+            cur = db.executemany("DELETE FROM outbox WHERE id = ?", [(int(i),) for i in ids])
+            return max(0, cur.rowcount)
+
+    def outbox_retry_later(
+        self, ids: Iterable[int], *, next_attempt_at: float, error: str,
+        count_attempt: bool = True,
+    ) -> int:
+        """Record a refused attempt (``attempts + 1`` unless ``count_attempt`` is false),
+        the error and when to try again; returns how many items were still there."""
+        with self._tx() as db:
+            cur = db.executemany(
+                "UPDATE outbox SET attempts = attempts + ?, next_attempt_at = ?, last_error = ?"
+                " WHERE id = ?",
+                [(int(count_attempt), next_attempt_at, error, int(i)) for i in ids],
+            )
+            return max(0, cur.rowcount)
+
+    def outbox_drop(self, ids: Iterable[int], *, reason: str, now: float) -> list[OutboxDrop]:
+        """Remove undeliverable items as drops (logged, counted in ``outbox_drops``)."""
+        wanted = [int(i) for i in ids]
+        with self._tx() as db:
+            per_kind: dict[str, tuple[int, int]] = {}
+            for item_id in wanted:
+                row = db.execute(
+                    "DELETE FROM outbox WHERE id = ? RETURNING kind, size", (item_id,)
+                ).fetchone()
+                if row is not None:
+                    items, total = per_kind.get(row[0], (0, 0))
+                    per_kind[row[0]] = (items + 1, total + int(row[1]))
+            drops = self._outbox_count_drops(db, per_kind, now, reason)
+        _report_drops(drops)
+        return drops
+
+    def outbox_purge(self, kind: str) -> tuple[int, int]:
+        """Remove every queued item of ``kind`` (an opt-in was turned off: they must never
+        leave the box). Not counted as drops; returns (items, bytes) removed."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT items, bytes FROM outbox_totals WHERE kind = ?", (kind,)
+            ).fetchone()
+            db.execute("DELETE FROM outbox WHERE kind = ?", (kind,))
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def outbox_queued(self) -> dict[str, tuple[int, int, float | None]]:
+        """Per kind with items queued: (items, bytes, created_at of the oldest)."""
+        if self.schema_version() < OUTBOX_SCHEMA_VERSION:
+            return {}
+        with self._lock:
+            out: dict[str, tuple[int, int, float | None]] = {}
+            for kind, items, size in self._db.execute(
+                "SELECT kind, items, bytes FROM outbox_totals WHERE items > 0 ORDER BY kind"
+            ).fetchall():
+                oldest = self._db.execute(
+                    "SELECT created_at FROM outbox WHERE kind = ? ORDER BY id LIMIT 1", (kind,)
+                ).fetchone()
+                out[str(kind)] = (int(items), int(size),
+                                  None if oldest is None else float(oldest[0]))
+        return out
+
+    def outbox_dropped(self) -> dict[str, dict[str, Any]]:
+        """Per kind, everything dropped so far: items, bytes, first_at, last_at, last_reason."""
+        if self.schema_version() < OUTBOX_SCHEMA_VERSION:
+            return {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, items, bytes, first_at, last_at, last_reason FROM outbox_drops"
+                " ORDER BY kind"
+            ).fetchall()
+        return {str(r[0]): {"items": int(r[1]), "bytes": int(r[2]), "first_at": r[3],
+                            "last_at": r[4], "last_reason": r[5]} for r in rows}
+
+    def outbox_state(self, key: str) -> str | None:
+        """A small outbox bookmark (e.g. ``usage_last_day``, ``epoch``); None if unset."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM outbox_state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_outbox_state(self, key: str, value: str | None) -> None:
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM outbox_state WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO outbox_state (key, value) VALUES (?, ?)",
+                           (key, value))
 
     # -- user state (feature codes) -------------------------------------------------
     def user_state(self) -> dict[str, dict[str, Any]]:

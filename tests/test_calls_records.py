@@ -31,10 +31,10 @@ def test_records_survive_a_failing_store_and_are_written_once_it_recovers(
         real = store.append_call_records
         failing = {"on": True}
 
-        def flaky(records: Any) -> int:
+        def flaky(records: Any, **kw: Any) -> int:
             if failing["on"]:
                 raise OSError("disk full")
-            return real(records)
+            return real(records, **kw)
 
         store.append_call_records = flaky  # type: ignore[method-assign]
         service._persist_records([_ended(1), _ended(2)])
