@@ -115,6 +115,7 @@ bench: deps-bench
 	$(PY) bench/calls/run.py
 	$(PY) bench/provision/run.py
 	$(PY) bench/outbox/run.py
+	$(PY) bench/cloud/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.cdr import CALL_RECORD_FIELDS, CallRecord, DailyCallStats, record_as_dict, zone
+from agent.cli_cloud import add_cloud_parser, cloud_status_rows, run_cloud
 from agent.control import AgentNotRunning, ControlClient, ControlError, device_entry
 from agent.listen import ListenError, ListenSpec, hostport, parse_listen, reachable_address
 from agent.paths import default_state_dir
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, metavar="FILE")
     site_sub.add_parser("schema", help="print the JSON Schema of the site document")
 
+    add_cloud_parser(sub)
+
     p = sub.add_parser(
         "softphone-settings", aliases=["demo-info"],
         help="print what to enter in a softphone for each user of a site file",
@@ -136,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dump(site_json_schema(), out, indent=2)
             out.write("\n")
             return EXIT_OK
+        if args.command == "cloud":
+            return run_cloud(state_dir, args, out=out)
         if args.command in ("softphone-settings", "demo-info"):
             return _cmd_softphone_settings(args.site, args.listen, out=out)
     except AgentNotRunning as exc:
@@ -241,6 +246,9 @@ def render_status(status: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("site", text))
         if site.get("realm"):
             rows.append(("realm", str(site["realm"])))
+    cloud = rest.pop("cloud", None)
+    if isinstance(cloud, dict):
+        rows.extend(cloud_status_rows(cloud))
     listeners = rest.pop("listeners", None)
     if isinstance(listeners, list):
         rows.append(("listeners", "  ".join(_listener_text(x) for x in listeners) or "-"))

@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=("debug", "info", "warning", "error"))
     parser.add_argument("--log-target", default="auto", choices=("auto", "stderr", "journal"),
                         help="auto: the journal when stderr is connected to it, else stderr")
+    parser.add_argument(
+        "--cloud", type=Path, default=None, metavar="FILE",
+        help="the cloud link's settings (portal, enrollment, VPN; see docs/operations.md). "
+        "The site then comes from the portal; FILE's --site is used only until the first "
+        "pull, and the last good portal version is used from then on, even offline")
     parser.add_argument("--tls-hostname", default=None, metavar="NAME",
                         help="name for a generated TLS certificate (default: the host name)")
     return parser
@@ -168,8 +173,11 @@ class Agent:
         tftp_listen: ListenSpec | None = None,
         http_listen: ListenSpec | None = None,
         https_listen: ListenSpec | None = None,
+        cloud_config: Any = None,  # agent.cloud.config.CloudConfig
     ) -> None:
         self.site_path = site_path
+        self.cloud_config = cloud_config
+        self.cloud: Any = None  # agent.cloud.link.CloudLink, when cloud_config is set
         self.site = site
         self.fingerprint = site_fingerprint(site)
         self.site_version: int | None = None
@@ -208,6 +216,8 @@ class Agent:
             out["provisioning"] = self.provisioning.status()
         if self.resync is not None:
             out["resync"] = self.resync.status()
+        if self.cloud is not None:
+            out["cloud"] = self.cloud.status()
         out.update({
             "version": version(),
             "pid": os.getpid(),
@@ -286,10 +296,16 @@ class Agent:
         return task
 
     def _audit(self, action: str, detail: dict[str, Any], actor: str = "agent") -> None:
+        self.audit(action, detail, actor=actor)
+
+    def audit(self, action: str, detail: dict[str, Any], *, actor: str = "agent") -> None:
+        """Append to the audit log. ``actor`` is ``role:id`` for people (``partner:acme``,
+        ``admin:ann``, ``user:101``) and a plain name for the box itself."""
         if self.store is None:
             return
+        role = actor.split(":", 1)[0] if ":" in actor else "system"
         try:
-            self.store.append_audit(actor=actor, role="system", action=action, detail=detail)
+            self.store.append_audit(actor=actor, role=role, action=action, detail=detail)
         except Exception:
             log.exception("cannot write the audit log", extra={"action": action})
 
@@ -422,6 +438,8 @@ class Agent:
             await self._stop_service()
             return EXIT_FAILURE
 
+        if self.cloud_config is not None:
+            await self._start_cloud()
         interval = systemd.watchdog_interval()
         if interval is not None:
             self._spawn(self._watchdog(interval))
@@ -444,11 +462,41 @@ class Agent:
                 task.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.cloud is not None:
+                try:
+                    await asyncio.wait_for(self.cloud.stop(), STOP_TIMEOUT)
+                except Exception:
+                    log.exception("error while stopping the cloud link")
+                self.cloud = None
             if self._control is not None:
                 await self._control.stop()
             await self._stop_service()
         log.info("stopped")
         return EXIT_OK
+
+    async def _start_cloud(self) -> None:
+        from agent.cloud.link import CloudLink
+        from agent.cloud_host import AgentCloudHost
+
+        self.cloud = CloudLink(self.cloud_config, self.state_dir, AgentCloudHost(self))
+        self.site_opt_ins_changed()
+        await self.cloud.start()
+
+    def site_opt_ins_changed(self) -> None:
+        """The privacy switches may have changed: what is queued for upload follows them."""
+        link = self.cloud
+        if link is None:
+            return
+        from agent.cloud_host import opt_ins_of
+
+        opt_ins = opt_ins_of(self.site)
+        if self.service is not None and hasattr(self.service, "cdr_upload"):
+            self.service.cdr_upload = opt_ins.cdr_upload
+            self.service.outbox_max_bytes = link.outbox.max_bytes
+        for kind, on in (("cdr", opt_ins.cdr_upload),
+                         ("voicemail_backup", opt_ins.voicemail_backup)):
+            if not on:
+                link.outbox.purge(kind)
 
     async def _stop_service(self) -> None:
         if self._resync_timer is not None:
@@ -477,6 +525,11 @@ class Agent:
     # ---- reload
 
     def _on_sighup(self) -> None:
+        if self.cloud is not None:
+            # The portal owns the site: a reload means "pull it now", never the local file.
+            log.info("SIGHUP: pulling the site from the portal now")
+            self.cloud.poke()
+            return
         if not self._ready:
             if not self._stop.is_set():
                 log.info("SIGHUP during startup; reloading once ready")
@@ -505,11 +558,21 @@ class Agent:
             self._audit("site.reload_rejected",
                         {"file": str(self.site_path), "errors": exc.errors}, actor=actor)
             return False
+        return not await self.apply_site(new_site, actor=actor,
+                                         origin={"file": str(self.site_path)})
+
+    async def apply_site(self, new_site: Site, *, actor: str,
+                         origin: dict[str, Any]) -> list[str]:
+        """Switch SIP, dial plan and provisioning to ``new_site`` together, or not at all.
+
+        Returns the reasons it was refused (empty: applied, or unchanged). ``origin`` says
+        where the document came from, for the audit log (a file, or a portal version).
+        """
         fingerprint = site_fingerprint(new_site)
         if fingerprint == self.fingerprint:
-            log.info("site file unchanged", extra={"fingerprint": fingerprint,
-                                                   "site_version": self.site_version})
-            return True
+            log.info("site file unchanged" if "file" in origin else "site unchanged",
+                     extra={"fingerprint": fingerprint, "site_version": self.site_version})
+            return []
         new_model: ProvisioningModel | None = None
         if self.provisioning is not None:
             try:
@@ -518,9 +581,9 @@ class Agent:
                 log.error("cannot provision phones from the new site; keeping the running "
                           "configuration", extra={"error": str(exc)})
                 self._audit("site.reload_failed",
-                            {"file": str(self.site_path), "fingerprint": fingerprint,
-                             "error": str(exc)}, actor=actor)
-                return False
+                            {**origin, "fingerprint": fingerprint, "error": str(exc)},
+                            actor=actor)
+                return [f"provisioning: {exc}"]
         if self.service is not None:
             try:
                 self.service.apply_site(new_site)
@@ -528,9 +591,9 @@ class Agent:
                 log.exception("the SIP service refused the new site; keeping the running "
                               "configuration", extra={"error": str(exc)})
                 self._audit("site.reload_failed",
-                            {"file": str(self.site_path), "fingerprint": fingerprint,
-                             "error": str(exc)}, actor=actor)
-                return False
+                            {**origin, "fingerprint": fingerprint, "error": str(exc)},
+                            actor=actor)
+                return [f"sip: {exc}"]
         if self.provisioning is not None and new_model is not None:
             from agent.provisioning_http import http_auth_config
 
@@ -548,14 +611,14 @@ class Agent:
                 )
             except StoreError as exc:
                 log.error("cannot record the site version", extra={"error": str(exc)})
-        self._audit("site.applied", {"file": str(self.site_path), "fingerprint": fingerprint,
+        self._audit("site.applied", {**origin, "fingerprint": fingerprint,
                                      "site_version": self.site_version,
                                      "users": len(new_site.users)}, actor=actor)
-        log.info("site reloaded", extra={"site": new_site.site.name,
-                                         "site_version": self.site_version,
-                                         "fingerprint": fingerprint,
-                                         "users": len(new_site.users)})
-        return True
+        log.info("site reloaded" if "file" in origin else "site applied",
+                 extra={"site": new_site.site.name,
+                        "site_version": self.site_version, "fingerprint": fingerprint,
+                        "users": len(new_site.users), "actor": actor})
+        return []
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,8 +678,30 @@ def main(
             return EXIT_USAGE
         seen.add(spec)
 
+    cloud_config = None
+    last_good = None
+    if args.cloud is not None:
+        from agent.cloud.config import CloudConfigError, load_cloud_config
+
+        try:
+            cloud_config = load_cloud_config(args.cloud)
+        except CloudConfigError as exc:
+            for line in exc.errors:
+                sys.stderr.write(f"{args.cloud}: {line}\n")
+            log.error("not starting: the cloud settings are invalid",
+                      extra={"file": str(args.cloud)})
+            return EXIT_USAGE
+        from agent.cloud.sync import load_last_good
+
+        last_good = load_last_good(state_dir)
+    site: Site | None = None
+    if last_good is not None:
+        log.info("starting on the last good site from the portal",
+                 extra={"portal_version": last_good.version})
+        site = last_good.site
     try:
-        site = load_site(args.site)
+        if site is None:
+            site = load_site(args.site)
     except SiteError as exc:
         # One plain `path: message` line per error (as `edgepbx site validate` prints them),
         # then a structured summary.
@@ -631,6 +716,7 @@ def main(
         service_factory=service_factory or _default_service_factory,
         tls_hostname=args.tls_hostname, tftp_listen=args.tftp_listen,
         http_listen=args.http_listen, https_listen=args.https_listen,
+        cloud_config=cloud_config,
     )
     try:
         return _run_loop(agent.run, args.loop)

@@ -239,6 +239,10 @@ class SipService:
         self.calls.applications["paging"] = self._launch_app
         self._local_cache: dict[tuple[str, str], tuple[str, int]] = {}
         self._unwritten: list[CallRecord] = []
+        # Set by the agent from the site's privacy switches when the cloud link runs: finished
+        # calls are then queued for upload in the same transaction that stores them.
+        self.cdr_upload = False
+        self.outbox_max_bytes: int | None = None
         self._load_timer: asyncio.TimerHandle | None = None
         self._load_due = 0.0
         self.overload_episodes = 0
@@ -683,7 +687,8 @@ class SipService:
         if not backlog:
             return
         try:
-            self.store.append_call_records(backlog)
+            self.store.append_call_records(backlog, outbox_cdrs=self.cdr_upload,
+                                           outbox_max_bytes=self.outbox_max_bytes)
         except Exception:
             self.store_errors += 1
             if len(backlog) > MAX_UNWRITTEN_RECORDS:

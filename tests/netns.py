@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -435,8 +435,12 @@ def _require_tools() -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def testbed() -> Iterator[VpnTestbed]:
-    """Build the two namespaces, the certificates and both charons; tear all down after."""
+def testbed(pki_factory: Callable[[Path], Pki] = make_pki) -> Iterator[VpnTestbed]:
+    """Build the two namespaces, the certificates and both charons; tear all down after.
+
+    ``pki_factory(directory)`` makes the certificates; the cloud tests pass one that uses
+    the reference portal's CA, so the device's enrolled certificate passes IKE too.
+    """
     _, charon = _require_tools()
     tag = f"{os.getpid()}-{next(_counter)}"
     portal_ns, dev_ns = f"epbx-portal-{tag}", f"epbx-dev-{tag}"
@@ -457,7 +461,7 @@ def testbed() -> Iterator[VpnTestbed]:
             run("ip", "-n", ns, "addr", "add", f"{outer}/24", "dev", dev)
             run("ip", "-n", ns, "link", "set", dev, "up")
             run("ip", "-n", ns, "addr", "add", f"{inner}/32", "dev", "lo")
-        pki = make_pki(directory)
+        pki = pki_factory(directory)
         bed = VpnTestbed(
             portal_ns=portal_ns, dev_ns=dev_ns, directory=directory, pki=pki,
             portal=Charon(portal_ns, directory / "portal", charon),
