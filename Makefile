@@ -5,6 +5,7 @@
 #   make lint    ruff, mypy (strict on sipstack/ and dialplan/), import layering
 #   make bench   benchmarks against the anchors (Kamailio, sippy, tftpd-hpa), printing figures and ratios
 #   make deps    the Debian packages the tests need (root only; fast when present)
+#   make demo-cloud  the box and the reference portal in network namespaces, through a real IKEv2 tunnel (root)
 #   make prompts the voice prompts from agent/prompts/catalogue.py (espeak-ng + sox; cached)
 
 SHELL := /bin/bash
@@ -36,7 +37,7 @@ PYTEST_ARGS ?=
 HAVE_LIBSYSTEMD := $(shell pkg-config --exists libsystemd 2>/dev/null && echo yes)
 STAMP := $(VENV)/.stamp-test$(if $(HAVE_LIBSYSTEMD),-systemd)
 
-.PHONY: help venv deps deps-bench lint test run bench clean prompts
+.PHONY: help venv deps deps-bench lint test run bench clean prompts demo-cloud
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -107,6 +108,9 @@ run: venv
 	@echo
 	exec $(VENV)/bin/edgepbx-agent --site $(SITE) --state-dir $(STATE) $(LISTEN) \
 	  --tftp-listen $(HOST):$(TFTP_PORT) $(if $(HTTP_PORT),--http-listen $(HOST):$(HTTP_PORT))
+
+demo-cloud: venv deps
+	$(PY) tests/interop/demo_cloud.py
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory venv

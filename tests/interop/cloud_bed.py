@@ -90,6 +90,8 @@ class CloudBed:
     agent_proc: subprocess.Popen[bytes] | None = None
     serial: str = ""
     agent_starts: int = 0
+    admin_host: str = "127.0.0.1"  # the demo opens it to the host
+    sip_host: str = "127.0.0.1"  # where the agent listens for SIP in the dev namespace
     logs: list[Path] = field(default_factory=list)
 
     @property
@@ -111,7 +113,7 @@ class CloudBed:
              "--server-ip", OUTER_PORTAL, "--server-ip", INNER_PORTAL,
              "--server-name", PORTAL_ID,
              "--device-port", str(DEVICE_PORT), "--enroll-port", str(ENROLL_PORT),
-             "--admin-host", "127.0.0.1", "--admin-port", str(ADMIN_PORT)],
+             "--admin-host", self.admin_host, "--admin-port", str(ADMIN_PORT)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         wait_until(lambda: self.admin("GET", "/api/health", role=None)[0] == 200,
@@ -190,7 +192,7 @@ class CloudBed:
         self.agent_proc = subprocess.Popen(
             ["ip", "netns", "exec", self.vpn.dev_ns, str(VENV_BIN / "edgepbx-agent"),
              "--site", str(local_site), "--state-dir", str(self.state_dir),
-             "--listen", f"udp:127.0.0.1:{SIP_PORT}",
+             "--listen", f"udp:{self.sip_host}:{SIP_PORT}",
              "--tftp-listen", f"127.0.0.1:{TFTP_PORT}",
              "--cloud", str(self.cloud_file()), "--log-target", "stderr"],
             stdin=subprocess.DEVNULL, stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
@@ -279,9 +281,9 @@ def site_document(users: list[SiteUser], *, name: str, privacy: dict[str, Any] |
 
 
 @contextlib.contextmanager
-def cloud_bed() -> Iterator[CloudBed]:
+def cloud_bed(**options: Any) -> Iterator[CloudBed]:
     with testbed(portal_pki) as vpn:
-        bed = CloudBed(vpn=vpn, directory=vpn.directory)
+        bed = CloudBed(vpn=vpn, directory=vpn.directory, **options)
         try:
             bed.start_portal()
             yield bed
