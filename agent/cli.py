@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mailbox", metavar="EXTENSION")
     p = vm_sub.add_parser("unlock", help="unlock a mailbox locked by wrong PINs")
     p.add_argument("mailbox", metavar="EXTENSION")
+    p = vm_sub.add_parser(
+        "import", help="put a message back into a mailbox from an 8 kHz mono µ-law WAV "
+        "(e.g. one `edgepbx cloud restore-backup` decrypted); it arrives as new")
+    p.add_argument("mailbox", metavar="EXTENSION")
+    p.add_argument("wav", type=Path, metavar="FILE.wav")
+    p.add_argument("--caller", default="", help="the calling number to show")
+    p.add_argument("--caller-name", default="", help="the calling name to show")
 
     site = sub.add_parser("site", help="the site configuration document")
     site_sub = site.add_subparsers(dest="site_command", metavar="SUBCOMMAND", required=True)
@@ -552,6 +559,8 @@ def _cmd_vm(state_dir: Path, args: argparse.Namespace, *, out: TextIO) -> int:
             vm.unlock(args.mailbox, actor="cli", role="admin")
             out.write(f"mailbox {args.mailbox} unlocked\n")
             return EXIT_OK
+        if args.vm_command == "import":
+            return _vm_import(vm, args, out=out)
         if sys.stdin.isatty():
             import getpass
 
@@ -567,6 +576,30 @@ def _cmd_vm(state_dir: Path, args: argparse.Namespace, *, out: TextIO) -> int:
             sys.stderr.write(f"edgepbx: {exc}\n")
             return EXIT_FAILURE
     out.write(f"PIN of mailbox {args.mailbox} set\n")
+    return EXIT_OK
+
+
+def _vm_import(vm: Any, args: argparse.Namespace, *, out: TextIO) -> int:
+    from agent.prompts.wavfile import WAVE_FORMAT_MULAW, WavError, read_wav
+    from agent.voicemail import VoicemailError
+
+    try:
+        info = read_wav(args.wav.read_bytes())
+    except (OSError, WavError) as exc:
+        _err(f"{args.wav}: {exc}")
+        return EXIT_FAILURE
+    if (info.format_tag, info.channels, info.sample_rate) != (WAVE_FORMAT_MULAW, 1, 8000):
+        _err(f"{args.wav}: needs 8 kHz mono µ-law (convert with: sox IN -r 8000 -c 1 "
+             "-e mu-law OUT.wav)")
+        return EXIT_FAILURE
+    try:
+        row = vm.save_message(args.mailbox, info.data, caller=args.caller,
+                              caller_name=args.caller_name, reason="direct")
+    except (VoicemailError, ValueError) as exc:
+        _err(f"not imported: {exc}")
+        return EXIT_FAILURE
+    out.write(f"imported as message {row.id} in mailbox {args.mailbox} "
+              f"({row.duration:.1f} s, new)\n")
     return EXIT_OK
 
 

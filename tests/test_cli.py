@@ -185,3 +185,48 @@ def test_vm_set_pin_and_unlock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         vm = VoicemailStore(tmp_path, store)
         assert vm.check_pin("101", "2580").ok
     assert main(["--state-dir", str(tmp_path), "vm", "unlock", "101"]) == 0
+
+
+def test_vm_import_puts_a_restored_message_back(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.prompts.wavfile import write_wav
+    from agent.store import Store
+    from agent.voicemail import VoicemailStore
+
+    Store.open(tmp_path).close()
+    audio = bytes(range(256)) * 32  # about one second of µ-law codes
+    wav = tmp_path / "restored.wav"
+    wav.write_bytes(write_wav(audio, sample_rate=8000))
+    assert main(["--state-dir", str(tmp_path), "vm", "import", "101", str(wav),
+                 "--caller", "+4930123", "--caller-name", "Ann"]) == 0
+    assert "imported as message" in capsys.readouterr().out
+    with Store.open(tmp_path) as store:
+        vm = VoicemailStore(tmp_path, store)
+        [row] = vm.list_messages("101")
+        assert (row.folder, row.caller, row.caller_name) == ("new", "+4930123", "Ann")
+        assert vm.read_audio("101", row.id) == audio
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"not a wav", "not a RIFF/WAVE file"),
+    (None, "needs 8 kHz mono"),
+])
+def test_vm_import_refuses_what_it_cannot_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None,
+        expected: str) -> None:
+    import wave
+
+    from agent.store import Store
+
+    Store.open(tmp_path).close()
+    path = tmp_path / "in.wav"
+    if content is None:  # a 16 kHz PCM file: needs converting first
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(b"\0\0" * 1600)
+    else:
+        path.write_bytes(content)
+    assert main(["--state-dir", str(tmp_path), "vm", "import", "101", str(path)]) == 1
+    assert expected in capsys.readouterr().err

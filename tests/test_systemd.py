@@ -105,3 +105,23 @@ def test_watchdog_interval(
         else:
             monkeypatch.setenv(name, str(os.getpid()) if value == "self" else value)
     assert systemd.watchdog_interval() == expected
+
+
+def test_the_cloud_drop_in_runs_the_unit_s_command_plus_the_cloud_link() -> None:
+    from pathlib import Path
+
+    from agent.main import build_parser
+
+    packaging = Path(__file__).resolve().parent.parent / "packaging"
+
+    def exec_start(path: Path) -> list[str]:
+        return [line.split("=", 1)[1] for line in path.read_text().splitlines()
+                if line.startswith("ExecStart=")]
+
+    [unit] = exec_start(packaging / "edgepbx.service")
+    empty, drop_in = exec_start(packaging / "edgepbx-cloud.conf")
+    assert empty == ""  # clears the unit's ExecStart before setting its own
+    assert drop_in == unit + " --cloud /etc/edgepbx/cloud.yaml"
+    args = build_parser().parse_args(drop_in.replace("${STATE_DIRECTORY}", "/var/lib/x")
+                                     .split()[1:])
+    assert str(args.cloud) == "/etc/edgepbx/cloud.yaml"
