@@ -6,6 +6,7 @@ and run in file order, each building on the state the one before left.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import sqlite3
@@ -16,8 +17,13 @@ from typing import Any
 
 import pytest
 from conftest import make_users, write_site
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from netns import run
 
+from agent.prompts.wavfile import read_wav
 from interop.cloud_bed import (
+    ADMIN_PORT,
     SIP_PORT,
     CloudBed,
     cloud_bed,
@@ -26,6 +32,7 @@ from interop.cloud_bed import (
     wait_until,
 )
 from interop.conftest import Sipp
+from interop.test_assigner import prompts  # noqa: F401 - the fixture
 from interop.test_sipp_calls import caller_injection
 
 USERS = make_users(3, first_extension=301)
@@ -232,7 +239,51 @@ def test_7_portal_killed_during_calls_every_record_arrives_once(
     assert not bed.cloud()["outbox"]["queued"].get("cdr", {}).get("items")
 
 
-def test_8_charon_killed_the_tunnel_comes_back_and_sync_resumes(bed: CloudBed) -> None:
+def test_8_a_voicemail_backup_reaches_the_portal_sealed_to_the_admin(
+        bed: CloudBed, phones: Sipp, prompts: Any, tmp_path: Path) -> None:  # noqa: F811
+    key = X25519PrivateKey.generate()
+    (tmp_path / "admin.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    doc = bed.site()["document"]
+    doc["privacy"].update(voicemail_backup=True, voicemail_backup_public_key=base64.b64encode(
+        key.public_key().public_bytes_raw()).decode())
+    bed.ok("PUT", f"/api/devices/{bed.serial}/site", {"document": doc}, user="customer-admin")
+    bed.wait_applied(bed.site()["version"])
+
+    inf = caller_injection(phones.workdir / "vm.csv", ALICE, BOB.extension)
+    cmd, _, _ = phones.command("vm_leave_uac.xml", SIP_PORT, calls=1, timeout=40,
+                               extra=[*inf, "-mp", "6100"])
+    res = bed.sipp(cmd, cwd=phones.workdir, timeout=40)
+    assert res.returncode == 0, res.stdout[-3000:]
+    path = f"/api/devices/{bed.serial}/voicemail-backups"
+    backups = wait_until(lambda: bed.ok("GET", path)["backups"], "the backup at the portal",
+                         30, interval=0.5)
+    [backup] = backups
+    assert backup["mailbox"] == BOB.extension
+    assert backup["encryption"] == "x25519-aesgcm-v1"
+    # Partners never see backups.
+    assert bed.admin("GET", path, role="partner")[0] == 403
+    blob = tmp_path / "backup.bin"
+    run("ip", "netns", "exec", bed.vpn.portal_ns, "curl", "-sS", "--noproxy", "*",
+              "-H", "X-Portal-Role: admin", "-o", str(blob),
+              f"http://127.0.0.1:{ADMIN_PORT}{path}/{backup['backup_id']}")
+    assert blob.stat().st_size == backup["size"]
+    out = bed.edgepbx("cloud", "restore-backup", "--key", str(tmp_path / "admin.key"),
+                      "--backup-id", backup["backup_id"], "--mailbox", BOB.extension,
+                      str(blob), "-o", str(tmp_path / "msg.wav")).stdout
+    meta = json.loads(out)
+    assert meta["caller"] == ALICE.extension and meta["mailbox"] == BOB.extension
+    info = read_wav((tmp_path / "msg.wav").read_bytes())
+    assert info.sample_rate == 8000 and info.duration > 3
+    # Bound to its mailbox: the same blob under another mailbox does not decrypt.
+    res2 = bed.edgepbx("cloud", "restore-backup", "--key", str(tmp_path / "admin.key"),
+                       "--backup-id", backup["backup_id"], "--mailbox", ALICE.extension,
+                       str(blob), check=False)
+    assert res2.returncode == 1 and "cannot decrypt" in res2.stderr
+
+
+def test_9_charon_killed_the_tunnel_comes_back_and_sync_resumes(bed: CloudBed) -> None:
     bed.vpn.dev.stop(sig=signal.SIGKILL)
     wait_until(lambda: bed.cloud()["vpn"]["state"] != "up", "the tunnel to be seen down", 20)
     bed.vpn.dev.start()  # what systemd does for strongswan.service
@@ -244,7 +295,7 @@ def test_8_charon_killed_the_tunnel_comes_back_and_sync_resumes(bed: CloudBed) -
     bed.wait_applied(before + 1, timeout=30)
 
 
-def test_9_a_restart_offline_starts_on_the_last_good_config(bed: CloudBed, phones: Sipp) -> None:
+def test_10_a_restart_offline_starts_on_the_last_good_config(bed: CloudBed, phones: Sipp) -> None:
     version = bed.applied_version()
     bed.stop_agent()
     bed.kill_portal()
