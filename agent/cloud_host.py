@@ -24,6 +24,29 @@ __all__ = ["AgentCloudHost", "opt_ins_of"]
 log = logging.getLogger(__name__)
 
 
+#: What a user may change from the phone, as paths under ``users[<id>]``.
+PHONE_SETTINGS = ("dnd", "forward.all", "forward.busy", "forward.no_answer")
+
+
+def _setting(user: Any, path: str) -> Any:
+    value = user
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def portal_changed_settings(old: Site, new: Site) -> list[tuple[str, str]]:
+    """(extension, path) of each phone-settable value the new site changes: there the
+    portal's value replaces what the user set from the phone."""
+    changed = []
+    for user in new.users:
+        before = old.user_by_id(user.id)
+        for path in PHONE_SETTINGS:
+            if before is None or _setting(before, path) != _setting(user, path):
+                changed.append((user.extension, path))
+    return changed
+
+
 def opt_ins_of(site: Site) -> OptIns:
     privacy = site.privacy
     return OptIns(
@@ -71,11 +94,28 @@ class AgentCloudHost:
     def audit(self, action: str, detail: dict[str, Any], actor: str) -> None:
         self.agent.audit(action, detail, actor=actor)
 
+    def attach_phone_changes(self) -> None:
+        """Push what users change from their phones (forwarding, DND) to the portal."""
+        env = getattr(self.agent.service, "call_env", None)
+        if env is not None:
+            env.on_user_change = self.phone_change
+
+    def phone_change(self, extension: str, path: str, value: Any) -> None:
+        link = self.agent.cloud
+        user = self.agent.site.user_by_extension(extension)
+        if link is None or link.sync is None or user is None:
+            return
+        link.sync.queue_change(f"users[{user.id}].{path}", value, "user", user.id)
+
     async def apply_cloud_site(self, site: Site, update: SiteUpdate, author: Author) -> None:
+        before = self.agent.site
         errors = await self.agent.apply_site(
             site, actor=f"{author.role}:{author.id}",
             origin={"portal_version": update.version, "author_role": author.role,
                     "author_id": author.id})
         if errors:
             raise ApplyFailed(errors)
+        env = getattr(self.agent.service, "call_env", None)
+        if env is not None:
+            env.drop_overrides(portal_changed_settings(before, site))
         self.agent.site_opt_ins_changed()

@@ -478,7 +478,9 @@ class Agent:
         from agent.cloud.link import CloudLink
         from agent.cloud_host import AgentCloudHost
 
-        self.cloud = CloudLink(self.cloud_config, self.state_dir, AgentCloudHost(self))
+        host = AgentCloudHost(self)
+        self.cloud = CloudLink(self.cloud_config, self.state_dir, host)
+        host.attach_phone_changes()
         self.site_opt_ins_changed()
         await self.cloud.start()
 

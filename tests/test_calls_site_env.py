@@ -116,3 +116,35 @@ def test_a_closed_tcp_flow_falls_back_to_the_contact_address(tmp_path: Path) -> 
         assert env.contacts("201", 0.0)[0].peer == source
         flows.clear()
         assert env.contacts("201", 0.0)[0].peer == Peer("tcp", "10.0.0.5", 5070)
+
+
+def test_a_phone_change_is_told_and_a_portal_change_of_it_wins(tmp_path: Path) -> None:
+    told: list[tuple[str, str, Any]] = []
+    with Store.open(tmp_path) as store:
+        env = _env(tmp_path, store)
+        env.on_user_change = lambda *change: told.append(change)
+        env.apply_feature("201", Feature.DND_ON, None)
+        env.apply_feature("201", Feature.FORWARD_ALL_SET, "203")
+        env.apply_feature("202", Feature.FORWARD_BUSY_SET, "203")
+        assert told == [("201", "dnd", True), ("201", "forward.all", "203"),
+                        ("202", "forward.busy", "203")]
+        # The portal has since changed 201's forward-all and 202's DND (which the phone
+        # never touched): only 201's forward-all override goes.
+        env.drop_overrides([("201", "forward.all"), ("202", "dnd")])
+        ann, ben = env.model().user("201"), env.model().user("202")
+        assert ann is not None and ann.dnd and ann.forward.all is None
+        assert ben is not None and ben.forward.busy == "203"
+    with Store.open(tmp_path) as store:  # and it stays gone after a restart
+        ann = _env(tmp_path, store).model().user("201")
+        assert ann is not None and ann.dnd and ann.forward.all is None
+
+
+def test_a_failing_listener_does_not_undo_the_change(tmp_path: Path) -> None:
+    def broken(*change: Any) -> None:
+        raise RuntimeError("portal link down")
+
+    with Store.open(tmp_path) as store:
+        env = _env(tmp_path, store)
+        env.on_user_change = broken
+        assert env.apply_feature("201", Feature.DND_ON, None) == "Do Not Disturb On"
+        assert env.model().user("201").dnd  # type: ignore[union-attr]

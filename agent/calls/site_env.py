@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -67,6 +67,9 @@ class SiteCallEnv:
         self._last_offered: dict[str, str] = {}
         self._last_end: dict[str, float] = {}
         self._state: dict[str, dict[str, Any]] = {}
+        #: Told of each setting a user changes from the phone: (extension, path, value),
+        #: path "dnd" or "forward.all|busy|no_answer" (the cloud link pushes it).
+        self.on_user_change: Callable[[str, str, Any], None] | None = None
         try:
             self._state = store.user_state()
         except Exception:
@@ -211,6 +214,7 @@ class SiteCallEnv:
         if feature in (Feature.DND_ON, Feature.DND_OFF):
             state["dnd"] = feature is Feature.DND_ON
             self._save(extension, "dnd", state["dnd"], now)
+            self._changed_by_user(extension, "dnd", state["dnd"])
             return "Do Not Disturb On" if state["dnd"] else "Do Not Disturb Off"
         if feature in _FORWARD_KEYS:
             key = _FORWARD_KEYS[feature]
@@ -223,6 +227,7 @@ class SiteCallEnv:
             forward[key] = value
             state["forward"] = forward
             self._save(extension, "forward", forward, now)
+            self._changed_by_user(extension, f"forward.{key}", value)
             label = {"all": "Forward All", "busy": "Forward Busy", "no_answer": "Forward No Answer"}
             return f"{label[key]} {'To ' + value if value else 'Off'}"
         if feature in (Feature.HUNT_LOGIN, Feature.HUNT_LOGOUT):
@@ -251,6 +256,31 @@ class SiteCallEnv:
             self.store.set_user_state(extension, key, value, now)
         except Exception:
             log.exception("could not save user feature state", extra={"extension": extension})
+        self._rebuild()
+
+    def _changed_by_user(self, extension: str, path: str, value: Any) -> None:
+        if self.on_user_change is not None:
+            try:
+                self.on_user_change(extension, path, value)
+            except Exception:
+                log.exception("could not pass on a user's change", extra={"path": path})
+
+    def drop_overrides(self, settings: Iterable[tuple[str, str]]) -> None:
+        """Forget what users set from their phones for these (extension, path) pairs, so the
+        site's value applies again: the portal changed them since (its word is the last)."""
+        now = time.time()
+        for extension, path in settings:
+            state = self._state.get(extension)
+            if not state:
+                continue
+            if path == "dnd" and "dnd" in state:
+                del state["dnd"]
+                self._save(extension, "dnd", None, now)
+            elif path.startswith("forward.") and path[8:] in state.get("forward", {}):
+                forward = dict(state["forward"])
+                del forward[path[8:]]
+                state["forward"] = forward
+                self._save(extension, "forward", forward or None, now)
         self._rebuild()
 
     def feature_state(self) -> dict[str, dict[str, Any]]:

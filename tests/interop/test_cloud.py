@@ -283,6 +283,27 @@ def test_8_a_voicemail_backup_reaches_the_portal_sealed_to_the_admin(
     assert res2.returncode == 1 and "cannot decrypt" in res2.stderr
 
 
+def test_8b_a_setting_changed_on_the_phone_reaches_the_portal(bed: CloudBed,
+                                                             phones: Sipp) -> None:
+    before = bed.site()["version"]
+    inf = caller_injection(phones.workdir / "fwd.csv", BOB, f"*72{CAROL.extension}")
+    cmd, _, _ = phones.command("call_uac_expect.xml", SIP_PORT, calls=1, timeout=20,
+                               extra=[*inf, "-key", "expected", "480"])
+    res = bed.sipp(cmd, cwd=phones.workdir, timeout=20)
+    assert res.returncode == 0, res.stdout[-3000:]
+
+    def pushed() -> Any:
+        site = bed.site()
+        return site if site["version"] > before else None
+
+    site = wait_until(pushed, "the phone's change at the portal", 20, interval=0.3)
+    assert site["author"] == {"role": "user", "id": BOB.id}
+    [bob] = [u for u in site["document"]["users"] if u["id"] == BOB.id]
+    assert bob["forward"]["all"] == CAROL.extension
+    bed.wait_applied(site["version"])  # the box takes its own change back, as the portal's
+    assert not (bed.cloud()["sync"] or {}).get("pending_changes")
+
+
 def test_9_charon_killed_the_tunnel_comes_back_and_sync_resumes(bed: CloudBed) -> None:
     bed.vpn.dev.stop(sig=signal.SIGKILL)
     wait_until(lambda: bed.cloud()["vpn"]["state"] != "up", "the tunnel to be seen down", 20)
