@@ -28,7 +28,8 @@ def add_cloud_parser(sub: Any) -> None:
     cloud_sub.add_parser("serial", help="print the box's serial (made on first use); the "
                          "partner enters it in the portal to get a claim token")
     p = cloud_sub.add_parser("claim", help="give the agent the portal's one-time claim token")
-    p.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin")
+    p.add_argument("token", metavar="TOKEN", help="the token, or - to read it from stdin "
+                   "(a token starting with - goes after --: `claim -- -TOKEN`)")
     p = cloud_sub.add_parser(
         "restore-backup", help="decrypt a voicemail backup downloaded from the portal, with "
         "the admin's X25519 private key (run it on the admin's machine, not on the box)")
@@ -100,13 +101,17 @@ def _restore(args: argparse.Namespace, *, out: TextIO) -> int:
             raise ValueError("not an X25519 private key")
         plaintext = open_voicemail_backup(key, args.backup_id, args.mailbox, blob)
         meta, wav = unpack_backup(plaintext)
-    except (ValueError, InvalidTag) as exc:
+    except (ValueError, TypeError, InvalidTag) as exc:  # TypeError: a passphrase-protected PEM
         _err(f"cannot decrypt the backup: {exc or 'wrong key, id or mailbox'}")
         return EXIT_FAILURE
     target = args.output or args.blob.with_suffix(".wav")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(wav)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(wav)
+    except OSError as exc:
+        _err(f"cannot write {target}: {exc.strerror or exc}")
+        return EXIT_FAILURE
     out.write(json.dumps({"audio": str(target), **meta}, sort_keys=True) + "\n")
     return EXIT_OK
 
@@ -150,7 +155,8 @@ def cloud_status_rows(cloud: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("tunnel", text))
     sync = cloud.get("sync") or {}
     if sync:
-        text = f"{sync.get('state', '?')}, portal version {sync.get('applied_version', '-')}"
+        applied = sync.get("applied_version")
+        text = f"{sync.get('state', '?')}, portal version {'-' if applied is None else applied}"
         if sync.get("last_error"):
             text += f"; last error: {sync['last_error']}"
         rows.append(("config sync", text))

@@ -688,8 +688,9 @@ def main(
         try:
             cloud_config = load_cloud_config(args.cloud)
         except CloudConfigError as exc:
-            for line in exc.errors:
-                sys.stderr.write(f"{args.cloud}: {line}\n")
+            for line in exc.errors:  # field errors are "path: message"; file ones name it
+                prefix = "" if line.startswith(f"{args.cloud}: ") else f"{args.cloud}: "
+                sys.stderr.write(f"{prefix}{line}\n")
             log.error("not starting: the cloud settings are invalid",
                       extra={"file": str(args.cloud)})
             return EXIT_USAGE

@@ -112,8 +112,13 @@ def load_cloud_config(path: str | Path) -> CloudConfig:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CloudConfigError([f"{p}: cannot read: {exc.strerror or exc}"]) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CloudConfigError([f"{p}: invalid YAML: {str(exc).splitlines()[0]}"]) from None
+    except UnicodeDecodeError as exc:
+        raise CloudConfigError([f"{p}: invalid YAML: not utf-8 text ({exc.reason})"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CloudConfigError([f"{p}: invalid YAML{where}: {problem}"]) from None
     if not isinstance(data, dict):
         raise CloudConfigError([f"{p}: expected a mapping"])
     try:

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives import hashes
+
 from agent.cloud.config import CloudConfig
 from agent.cloud.identity import DeviceIdentity, IdentityError
 from agent.cloud.outbox import Outbox, Uploader
@@ -96,7 +98,7 @@ class CloudLink:
         self._vpn_policy = vpn_policy
         self._address_check = address_check
         self._client: PortalClient | None = None
-        self._client_key: tuple[str, float] | None = None
+        self._client_key: tuple[str, bytes] | None = None
         self._old_clients: list[PortalClient] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._enrolled = asyncio.Event()
@@ -132,7 +134,7 @@ class CloudLink:
         voicemail = self.host.voicemail_store()
         if voicemail is not None:
             self.backups = VoicemailBackups(voicemail, self.outbox, self.identity.serial,
-                                            self.host.current_site, self.poke)
+                                            self.host.current_site, self._backup_queued)
             self.backups.attach()
         self._spawn(self._enroll_then_run(), "cloud-enroll")
 
@@ -159,6 +161,13 @@ class CloudLink:
         if self.uploader is not None:
             self.uploader.poke()
 
+    def _backup_queued(self) -> None:
+        """A voicemail backup was queued. Called in the voicemail store's thread (the
+        voicemail app saves with asyncio.to_thread), so it must not touch the loop's
+        objects: only the uploader's poke is thread-safe, and nothing else needs waking."""
+        if self.uploader is not None:
+            self.uploader.poke()
+
     # ---- the portal client, through the tunnel only
 
     def client(self) -> PortalClient:
@@ -171,7 +180,11 @@ class CloudLink:
         address = self.vpn.inner_address_ready()
         if address is None:
             raise TunnelNotReady("the tunnel to the portal is not up")
-        key = (address, identity.expires_at())
+        cert = identity.certificate
+        assert cert is not None
+        # The certificate itself, not its expiry: two certificates (a renewal within the
+        # second of the last issue) may end at the same time but hold different keys.
+        key = (address, cert.fingerprint(hashes.SHA256()))
         if self._client is None or self._client_key != key:
             if self._client is not None:
                 self._old_clients.append(self._client)  # a request may still use it
@@ -262,8 +275,12 @@ class CloudLink:
     async def _heartbeat_loop(self) -> None:
         interval = self.config.sync.heartbeat_interval
         while True:
-            with contextlib.suppress(PortalError):
+            try:
                 await self._heartbeat()
+            except PortalError:
+                pass  # the tunnel or the portal is down: the next beat tries again
+            except Exception:  # a bug must not end the heartbeat for good
+                log.exception("heartbeat failed")
             await asyncio.sleep(interval * (0.9 + 0.2 * random.random()))
 
     async def _heartbeat(self) -> None:
@@ -282,13 +299,18 @@ class CloudLink:
 
     async def _housekeeping_loop(self) -> None:
         while True:
-            await self._housekeeping(time.time())
+            try:
+                await self._housekeeping(time.time())
+            except Exception:  # renewal must keep being tried
+                log.exception("cloud housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
     async def _housekeeping(self, now: float) -> None:
         identity = self.identity
         assert identity is not None
-        if identity.renew_due(now) and not identity.expired(now):
+        if identity.expired(now):
+            await self._reenroll(identity)
+        elif identity.renew_due(now):
             await self._renew(identity)
         try:
             facts = self.host.heartbeat_facts()
@@ -300,6 +322,20 @@ class CloudLink:
         else:
             if queued:
                 self.poke()
+
+    async def _reenroll(self, identity: DeviceIdentity) -> None:
+        """The certificate ran out while running (renewal kept failing): only a new claim
+        token helps. Wait for one, enroll, and reconnect the tunnel with the new
+        certificate; sync and uploads pick up the new client by themselves."""
+        log.error("the device certificate has expired; waiting for a new claim token")
+        self.host.audit("cloud.certificate_expired", {"expired_at": identity.expires_at()},
+                        "agent")
+        while identity.expired(time.time()):
+            await self._try_enroll(identity)
+        self.state = "running"
+        if self.vpn is not None:
+            await self.vpn.stop()
+            await self.vpn.start()
 
     async def _renew(self, identity: DeviceIdentity) -> None:
         try:

@@ -11,8 +11,8 @@ Plaintext layout (what the admin gets back from ``open_voicemail_backup``)::
     b"EPVM" 0x01 | 4-byte big-endian length N | N bytes of JSON metadata | WAV file
 
 The metadata has the message's mailbox, id, caller, caller_name, received_at (epoch s),
-duration (s) and reason; the WAV is 8 kHz µ-law, as the phone played it. ``edgepbx vm
-restore-backup`` reads it back.
+duration (s), reason, folder and size; the WAV is 8 kHz µ-law, as the phone played it.
+``edgepbx cloud restore-backup`` reads it back.
 
 Known gap: a message saved while the agent is not running the link (or in the instant before
 a crash) is not backed up later; the backup covers messages that arrive while it runs.

@@ -258,7 +258,7 @@ def enroll(bed: CloudBed, document: dict[str, Any], local_site: Path, *,
            role="partner", user=partner)
     token = bed.ok("POST", f"/api/devices/{bed.serial}/claim-token", role="partner",
                    user=partner)["claim_token"]
-    bed.edgepbx("cloud", "claim", token)
+    bed.edgepbx("cloud", "claim", "--", token)
     bed.start_agent(local_site)
     cloud: dict[str, Any] = wait_until(
         lambda: (c := bed.cloud()).get("vpn", {}).get("state") == "up" and c,

@@ -194,7 +194,8 @@ class Portal:
         return {"serial": serial, "claim_token": token}
 
     def _new_token(self, db: Any, serial: str) -> str:
-        token = secrets.token_urlsafe(24)
+        # Never a leading "-": it would read as an option on `edgepbx cloud claim TOKEN`.
+        token = "ct_" + secrets.token_urlsafe(24)
         expires = dt.datetime.now(dt.UTC) + self.token_ttl
         db.execute("INSERT INTO claim_tokens VALUES (?,?,?,?,NULL)",
                    (Store.token_hash(token), serial, now_iso(),
