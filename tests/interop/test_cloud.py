@@ -144,6 +144,12 @@ def test_3_opt_ins_off_nothing_of_that_kind_leaves(bed: CloudBed, phones: Sipp) 
     assert bed.ok("GET", f"/api/devices/{bed.serial}/voicemail-backups")["count"] == 0
     outbox = bed.cloud()["outbox"]
     assert not outbox["queued"].get("cdr", {}).get("items"), outbox
+    # Daily aggregates go whatever the opt-ins: counts and averages, no numbers or names.
+    usage = wait_until(lambda: bed.ok("GET", f"/api/devices/{bed.serial}/usage")["usage"],
+                       "yesterday's usage aggregate", 20, interval=0.5)
+    for report in usage:
+        assert set(report["body"]) == {"day", "calls", "answered", "abandoned",
+                                       "avg_time_to_answer", "avg_hold", "registered_phones"}
 
 
 def test_4_a_partner_edit_is_applied_within_seconds_and_the_phone_resyncs(
