@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -34,6 +33,7 @@ from agent.prompts.wavfile import write_wav
 from agent.site import Site
 from agent.store import VoicemailMessageRow
 from agent.voicemail import VoicemailStore
+from agent.voicemail.arrivals import NewMessageWatch
 
 __all__ = ["VoicemailBackups", "backup_id_for", "pack_backup", "unpack_backup"]
 
@@ -77,34 +77,15 @@ class VoicemailBackups:
         self.serial = serial
         self._site = site
         self._on_queued = on_queued
-        self._unsubscribe: Callable[[], None] | None = None
-        self._attached_at: float | None = None
-        self._seen: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
+        self._arrivals = NewMessageWatch(voicemail, self.back_up)
         self.queued = 0
         self.failures = 0
 
     def attach(self) -> None:
-        if self._unsubscribe is None:
-            self._attached_at = self.voicemail.clock()
-            self._unsubscribe = self.voicemail.on_change(self.mailbox_changed)
+        self._arrivals.attach()
 
     def detach(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-
-    def mailbox_changed(self, mailbox: str, new: int, saved: int) -> None:
-        since = self._attached_at
-        if since is None:
-            return
-        with self._lock:
-            rows = self.voicemail.list_messages(mailbox)
-            seen = self._seen.setdefault(mailbox, set())
-            fresh = [r for r in rows if r.id not in seen and r.received_at >= since]
-            seen.update(r.id for r in rows)
-        for info in fresh:
-            self.back_up(info)
+        self._arrivals.detach()
 
     def back_up(self, info: VoicemailMessageRow) -> bool:
         privacy = self._site().privacy

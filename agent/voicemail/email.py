@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import threading
 import time
 import unicodedata
 from collections.abc import Callable
@@ -59,6 +58,7 @@ from agent.prompts.wavfile import write_wav
 from agent.site import Site, SmtpSettings, User
 from agent.store import VmEmailJob
 
+from .arrivals import NewMessageWatch
 from .store import (
     SAMPLE_RATE,
     CorruptAudio,
@@ -195,8 +195,8 @@ def _describe(exc: BaseException) -> str:
 class VoicemailEmailSender:
     """The queue and its asyncio task. ``site`` returns the current site document.
 
-    Thread-safe entry points (any thread): :meth:`mailbox_changed` (the store hook,
-    subscribed by :meth:`attach`), :meth:`message_saved`. Loop side: :meth:`start`,
+    Thread-safe entry points (any thread): :meth:`message_saved` (called for each message
+    that arrives after :meth:`attach`, see agent.voicemail.arrivals). Loop side: :meth:`start`,
     :meth:`stop`, :meth:`run_once` (one pass over the due jobs; also for tests),
     :meth:`status`.
     """
@@ -225,10 +225,7 @@ class VoicemailEmailSender:
         self.timeout = timeout
         #: Used when verify_tls is on; None: the system's CAs (loaded at the first send).
         self.tls_context = tls_context
-        self._lock = threading.Lock()
-        self._seen: dict[str, set[str]] = {}
-        self._attached_at: float | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._arrivals = NewMessageWatch(voicemail, self.message_saved, folder="new")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -245,29 +242,10 @@ class VoicemailEmailSender:
     def attach(self) -> Callable[[], None]:
         """Subscribe to the voicemail store: messages arriving from now on are queued
         (when both opt-ins are on). Returns the unsubscribe function."""
-        if self._unsubscribe is None:
-            self._attached_at = self.voicemail.clock()
-            self._unsubscribe = self.voicemail.on_change(self.mailbox_changed)
-        return self._unsubscribe
+        return self._arrivals.attach()
 
     def detach(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-
-    def mailbox_changed(self, mailbox: str, new: int, saved: int) -> None:
-        """The store hook: queue the mailbox's messages not seen before (see module doc)."""
-        since = self._attached_at
-        if since is None:
-            return
-        with self._lock:
-            rows = self.voicemail.list_messages(mailbox)
-            seen = self._seen.get(mailbox, set())
-            fresh = [r for r in rows if r.id not in seen and r.folder == "new"
-                     and r.received_at >= since]
-            self._seen[mailbox] = {r.id for r in rows}  # bounded by the mailbox's size
-        for info in fresh:
-            self.message_saved(info)
+        self._arrivals.detach()
 
     def message_saved(self, info: MessageInfo) -> bool:
         """Queue the e-mail of a just-saved message if both opt-ins are on and the user
