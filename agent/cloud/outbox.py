@@ -45,6 +45,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from datetime import time as day_time
 from typing import Any, Final, Protocol
 
+from agent.backoff import Backoff
 from agent.cdr import zone
 from agent.cloud.portal_client import (
     OptInRequired,
@@ -274,21 +275,6 @@ def _day_start(day: date, tzi: tzinfo) -> float:
 
 
 # ---------------------------------------------------------------------- decisions (no I/O)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff: ``base * factor**(n-1)``, capped, with +-``jitter`` (a fraction)."""
-
-    base: float = 1.0
-    factor: float = 2.0
-    cap: float = 60.0
-    jitter: float = 0.2
-
-    def delay(self, failures: int, u: float) -> float:
-        """Seconds to wait after ``failures`` (>= 1) failures in a row; ``u`` in [0, 1)."""
-        nominal = min(self.cap, self.base * self.factor ** max(0, failures - 1))
-        return max(0.0, min(self.cap, nominal * (1.0 + self.jitter * (2.0 * u - 1.0))))
 
 
 @dataclass(frozen=True, slots=True)

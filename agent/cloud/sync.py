@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
 from agent.atomic import write_atomic
+from agent.backoff import Backoff
 from agent.cloud.identity import CLOUD_DIRNAME
 from agent.cloud.portal_client import (
     AUTHOR_ROLES,
@@ -255,7 +256,7 @@ def backoff_delay(attempt: int, rng: random.Random, *, base: float = BACKOFF_BAS
                   cap: float = BACKOFF_CAP) -> float:
     """Exponential backoff with jitter for the ``attempt``-th failure in a row (1, 2, ...):
     uniform in [d/2, d] with d = min(cap, base * 2**(attempt-1))."""
-    d = min(cap, base * 2.0 ** min(max(attempt, 1) - 1, 62))
+    d = Backoff(base=base, cap=cap).nominal(attempt)
     return d / 2 + rng.random() * d / 2
 
 

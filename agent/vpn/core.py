@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from agent.backoff import Backoff
+
 
 class State(enum.Enum):
     DOWN = "down"
@@ -92,23 +94,13 @@ Action = Load | Initiate | Terminate
 # ---------------------------------------------------------------------- backoff
 
 
-@dataclass(frozen=True)
-class BackoffPolicy:
-    """Exponential backoff: base * factor**(n-1), capped, with +-jitter (a fraction)."""
+@dataclass(frozen=True, slots=True)
+class BackoffPolicy(Backoff):
+    """:class:`agent.backoff.Backoff`, plus when a tunnel counts as having worked."""
 
-    base: float = 1.0
-    factor: float = 2.0
-    cap: float = 60.0
-    jitter: float = 0.2
     # An SA that stayed up this long counts as a success: the next failure starts at base.
     # One that drops sooner keeps the count growing, so a flapping tunnel backs off too.
     stable_after: float = 30.0
-
-    def delay(self, failures: int, u: float) -> float:
-        """Delay before the next attempt after ``failures`` (>= 1); u in [0, 1)."""
-        raw = self.base * self.factor ** max(0, failures - 1)
-        nominal = min(self.cap, raw)
-        return max(0.0, min(self.cap, nominal * (1.0 + self.jitter * (2.0 * u - 1.0))))
 
 
 # ---------------------------------------------------------------------- the core
