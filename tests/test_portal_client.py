@@ -688,5 +688,5 @@ def test_openapi_document_has_every_path_and_matches_the_code():
     assert set(schemas["Usage"]["properties"]) == set(
         UsageReport("2026-01-01", 0, 0, 0, None, None, 0).as_json())
     assert set(schemas["Heartbeat"]["properties"]) == set(
-        Heartbeat("v", 0, 0, 0, "up", 0, 0).as_json())
+        Heartbeat("v", 0, 0, 0, "up", 0, 0, outbox={}).as_json())
     assert spec["paths"]["/v1/enroll"]["post"]["security"] == []  # the one exception
