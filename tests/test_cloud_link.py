@@ -668,3 +668,30 @@ def test_agent_cloud_host(store: Store) -> None:
         run(h.apply_cloud_site(new, update, update.author))
     assert info.value.errors == ["sip: the SIP service refused it"]
     assert agent.opt_ins_changed == 1  # not for a refused site
+
+
+def test_a_replaced_client_is_closed_after_its_grace(
+    state: Path, host: FakeHost, ca: CA, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(link_mod, "RETIRED_CLIENT_GRACE", 0.05)
+    link = make_link(None, state, host)
+    link.identity = enrolled_identity(state, ca)
+    link.vpn = vpn = FakeVpn()  # type: ignore[assignment]
+    closed: list[PortalClient] = []
+
+    async def main() -> None:
+        first = link.client()
+
+        async def aclose() -> None:
+            closed.append(first)
+
+        first.aclose = aclose  # type: ignore[method-assign]
+        vpn.address = "127.0.0.2"
+        second = link.client()
+        assert link._old_clients == [first] and closed == []  # still in its grace
+        await asyncio.sleep(0.2)
+        assert closed == [first] and link._old_clients == []
+        assert link.client() is second
+        await link.stop()
+
+    run(main())

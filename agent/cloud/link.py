@@ -62,6 +62,8 @@ CLAIM_TOKEN_FILENAME = "claim-token"
 CLAIM_POLL = 2.0
 #: How often renewal, the expiry and the daily usage report are checked.
 HOUSEKEEPING_INTERVAL = 60.0
+#: How long a replaced portal client stays open for the requests still using it.
+RETIRED_CLIENT_GRACE = 120.0
 #: A clock this far before the certificate's start is "far in the past": say so plainly.
 CLOCK_SKEW_TOLERANCE = 300.0
 
@@ -187,12 +189,29 @@ class CloudLink:
         key = (address, cert.fingerprint(hashes.SHA256()))
         if self._client is None or self._client_key != key:
             if self._client is not None:
-                self._old_clients.append(self._client)  # a request may still use it
+                self._retire(self._client)
             self._client = PortalClient.from_identity(
                 identity, self.config.portal_url, inner_address=address,
                 opt_ins=self.host.opt_ins)
             self._client_key = key
         return self._client
+
+    def _retire(self, client: PortalClient) -> None:
+        """Close a replaced client once no request can still be using it (a held
+        long-poll lasts at most 60 s plus the timeout); until then, or without a running
+        loop, stop() closes it."""
+        self._old_clients.append(client)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+
+        def close() -> None:
+            if client in self._old_clients:
+                self._old_clients.remove(client)
+                self._spawn(client.aclose(), "cloud-client-close")
+
+        loop.call_later(RETIRED_CLIENT_GRACE, close)
 
     # ---- enrollment, then the tunnel and the loops
 
