@@ -1,4 +1,5 @@
-"""What the extension assigner changes: the site file, applied like any site change.
+"""What the extension assigner changes: the site file, applied like any site change (or,
+on a box managed from the portal, the running site plus a change pushed to the portal).
 
 The assigner application (agent.apps.assigner) asks for the PIN and the extension;
 this module does the rest for the Agent: find the calling phone's MAC among the
@@ -16,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from agent.assignment import phone_model, with_phone
+from agent.assignment import phone_model, same_mac, with_phone
 from agent.atomic import write_atomic
-from agent.site import SiteError, parse_document, parse_site
+from agent.site import SiteError, parse_document, parse_site, site_document
 
 if TYPE_CHECKING:
     from agent.main import Agent
@@ -57,18 +58,14 @@ class SiteAssigner:
         model = phone_model(user_agent, device.vendor, device.model_hint)
         if model is None:
             return f"cannot tell the model of {device.mac}"
-        path = agent.site_path
-        original = path.read_bytes()
-        try:
-            document = parse_document(original.decode("utf-8"))
-            updated = with_phone(document, device.mac, model, extension)
-            parse_site(updated)  # every error by path, before anything is written
-        except (SiteError, UnicodeDecodeError) as exc:
-            return f"the site would not be valid: {exc}"
-        write_atomic(path, _serialise(updated, path), path.stat().st_mode & 0o777)
-        if not await agent.reload(actor="assigner"):
-            write_atomic(path, original, path.stat().st_mode & 0o777)
-            return "the agent refused the changed site"
+        if agent.cloud is not None:
+            problem = await self._assign_in_cloud_site(device.mac, model, extension)
+            if problem is not None:
+                return problem
+        else:
+            problem = await self._assign_in_site_file(device.mac, model, extension)
+            if problem is not None:
+                return problem
         self.audit("phone.assigned", {"mac": device.mac, "model": model,
                                       "extension": extension, "source": source_ip})
         log.info("phone assigned", extra={"mac": device.mac, "extension": extension})
@@ -77,6 +74,46 @@ class SiteAssigner:
             # The phone is registered (if at all) as the auto-registration account, not
             # yet as its extension: tell it where it called from.
             service.resync_contact(contact, source_ip, device.vendor or "")
+        return None
+
+    async def _assign_in_site_file(self, mac: str, model: str, extension: str) -> str | None:
+        agent = self.agent
+        path = agent.site_path
+        original = path.read_bytes()
+        try:
+            document = parse_document(original.decode("utf-8"))
+            updated = with_phone(document, mac, model, extension)
+            parse_site(updated)  # every error by path, before anything is written
+        except (SiteError, UnicodeDecodeError) as exc:
+            return f"the site would not be valid: {exc}"
+        write_atomic(path, _serialise(updated, path), path.stat().st_mode & 0o777)
+        if not await agent.reload(actor="assigner"):
+            write_atomic(path, original, path.stat().st_mode & 0o777)
+            return "the agent refused the changed site"
+        return None
+
+    async def _assign_in_cloud_site(self, mac: str, model: str, extension: str) -> str | None:
+        """The portal owns the site: apply the phone here at once (the installer is at it)
+        and push the new phones list to the portal as the admin's change. If the portal
+        changed the phones meanwhile, its list wins (docs/portal-api.md, conflict rule)."""
+        agent = self.agent
+        try:
+            updated = with_phone(site_document(agent.site, reveal_secrets=True), mac, model,
+                                 extension)
+            new_site = parse_site(updated)
+        except SiteError as exc:
+            return f"the site would not be valid: {exc}"
+        if await agent.apply_site(new_site, actor="assigner", origin={"assigner": mac}):
+            return "the agent refused the changed site"
+        sync = agent.cloud.sync if agent.cloud is not None else None
+        if sync is not None:
+            # Only the new element goes (no other phone's secrets), keyed by the MAC as the
+            # portal's own document spells it when it already lists the phone.
+            portal_doc = sync.current.document if sync.current is not None else {}
+            key = next((str(p["mac"]) for p in portal_doc.get("phones", [])
+                        if isinstance(p, dict) and same_mac(str(p.get("mac", "")), mac)), mac)
+            entry = {"mac": key, "model": model, "lines": [{"extension": extension}]}
+            sync.queue_change(f"phones[{key}]", entry, "admin", "assigner")
         return None
 
 

@@ -59,3 +59,8 @@ def with_phone(document: dict[str, Any], mac: str, model: str,
 
 def _mac(text: str) -> str:
     return re.sub(r"[^0-9a-f]", "", text.lower())
+
+
+def same_mac(a: str, b: str) -> bool:
+    """The same MAC however it is written (case, ``:``/``-``/``.`` separators)."""
+    return _mac(a) == _mac(b)

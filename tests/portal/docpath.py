@@ -137,7 +137,9 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
                 if not isinstance(value, dict):
                     raise PathError(f"{path}: a list element must be an object")
                 item = copy.deepcopy(value)
-                ik = id_key(node) or "id"
+                # An empty list has no identity key yet: take the element's own.
+                ik = (id_key(node) if node else None) or next(
+                    (k for k in ID_KEYS if str(item.get(k)) == key), "id")
                 item.setdefault(ik, key)
                 if str(item[ik]) != key:
                     raise PathError(f"{path}: element {ik} {item[ik]!r} does not match [{key}]")

@@ -578,3 +578,12 @@ def test_chunked_upload_is_accepted(portal: PortalProcess, device: Device) -> No
     conn.request("POST", "/v1/heartbeat", body=b"{}", headers={"Content-Type": "application/json"})
     assert conn.getresponse().status == 200
     conn.close()
+
+
+def test_docpath_appends_to_an_empty_list_keyed_by_the_element_s_own_identity():
+    doc: dict = {"phones": []}
+    phone = {"mac": "805ec0000042", "model": "T46U", "lines": [{"extension": "201"}]}
+    docpath.set_path(doc, "phones[805ec0000042]", phone)
+    assert doc["phones"] == [phone]  # no invented "id" key
+    docpath.set_path(doc, "missing[805ec0000042]", phone)
+    assert doc["missing"] == [phone]
