@@ -349,7 +349,7 @@ class Agent:
         try:
             self.store = Store.open(self.state_dir)
             self.site_version = self.store.record_site_version(
-                self.fingerprint, site_document(self.site, reveal_secrets=True)
+                self.fingerprint, site_document(self.site)
             )
         except StoreError as exc:
             log.error("cannot open the store", extra={"error": str(exc)})
@@ -609,7 +609,7 @@ class Agent:
         if self.store is not None:
             try:
                 self.site_version = self.store.record_site_version(
-                    fingerprint, site_document(new_site, reveal_secrets=True)
+                    fingerprint, site_document(new_site)
                 )
             except StoreError as exc:
                 log.error("cannot record the site version", extra={"error": str(exc)})

@@ -7,7 +7,7 @@ report *every* problem as a line ``path: message``, e.g.
 
 Secrets (SIP passwords) are :class:`pydantic.SecretStr`: their ``repr``/``str`` and default dumps
 show ``**********``. Only :func:`site_document` with ``reveal_secrets=True`` (used for the
-fingerprint and the store) sees them.
+fingerprint and the encrypted last good portal document) sees them.
 """
 
 from __future__ import annotations

@@ -598,9 +598,35 @@ def _m8_outbox(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO outbox_state (key, value) VALUES ('epoch', lower(hex(randomblob(4))))")
 
 
+#: How a masked secret reads in a stored document (as agent.site's default dumps write it).
+MASKED_SECRET: Final = "**********"
+
+
+def _is_secret_key(key: str) -> bool:
+    return key == "password" or key.endswith(("_password", "_pin"))
+
+
+def _masked(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: MASKED_SECRET if _is_secret_key(k) and isinstance(v, str) else _masked(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_masked(v) for v in node]
+    return node
+
+
+def _m9_mask_site_secrets(db: sqlite3.Connection) -> None:
+    # The record of site versions needs no secrets (the running site comes from the site
+    # file, or the sealed last good portal document): mask what earlier versions stored.
+    rows = db.execute("SELECT version, document FROM site_versions").fetchall()
+    for version, document in rows:
+        db.execute("UPDATE site_versions SET document = ? WHERE version = ?",
+                   (json.dumps(_masked(json.loads(document))), version))
+
+
 MIGRATIONS: Final[Sequence[Migration]] = (
     _m1_initial, _m2_cdr, _m3_user_state, _m4_devices, _m5_voicemail, _m6_vm_email_queue,
-    _m7_cdr_media, _m8_outbox,
+    _m7_cdr_media, _m8_outbox, _m9_mask_site_secrets,
 )
 
 #: The schema version from which the ``vm_email_queue`` table exists.

@@ -166,7 +166,7 @@ def test_apply_success_persists_and_reports(tmp_path):
                                "applied_at": 1_700_000_000.0}]
     path = tmp_path / "cloud" / "site.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert json.loads(path.read_text()) == {
+    assert load_last_good(tmp_path).as_json() == {
         "version": 1, "etag": v1.etag, "document": v1.document,
         "author": {"role": "admin", "id": "carol"}, "applied_at": 1_700_000_000.0}
     st = sync.status()
@@ -277,7 +277,7 @@ def test_a_partner_version_is_refused_while_partner_access_is_off(tmp_path, curr
     assert ("site.partner_refused", {"version": 2, "etag": v2.etag,
                                      "error": REFUSED.format(v=2)}, "partner:pat") in agent.audits
     assert sync.status()["last_failed"]["errors"] == [REFUSED.format(v=2)]
-    assert json.loads((tmp_path / "cloud" / "site.json").read_text())["version"] == 1
+    assert load_last_good(tmp_path).version == 1
 
 
 def test_a_partner_version_is_accepted_while_partner_access_is_on(tmp_path):
@@ -287,8 +287,7 @@ def test_a_partner_version_is_accepted_while_partner_access_is_on(tmp_path):
     portal.site = update(2, doc("By partner"), PARTNER)
     steps(sync)
     assert [(u.version, a) for _, u, a in agent.applied] == [(1, ADMIN), (2, PARTNER)]
-    assert json.loads((tmp_path / "cloud" / "site.json").read_text())["author"] == {
-        "role": "partner", "id": "pat"}
+    assert load_last_good(tmp_path).author == Author("partner", "pat")
 
 
 @pytest.mark.parametrize("author", [ADMIN, USER, DEFAULT_AUTHOR])
@@ -653,3 +652,18 @@ async def _against_portal(running: Any, ident: DeviceIdentity, state: Path) -> N
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+def test_the_last_good_file_is_sealed_and_a_tampered_one_is_ignored(tmp_path, caplog):
+    portal, agent = FakePortal(update(1, doc())), Agent()
+    steps(make_sync(tmp_path, portal, agent))
+    path = tmp_path / "cloud" / "site.json"
+    raw = path.read_bytes()
+    password = doc()["users"][0]["sip"]["password"]
+    assert password.encode() not in raw and b'"version"' not in raw  # encrypted at rest
+    assert (tmp_path / "cloud" / "site.key").stat().st_mode & 0o077 == 0
+    assert load_last_good(tmp_path).version == 1
+    path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
+    caplog.set_level(logging.ERROR, logger="agent.cloud.sync")
+    assert load_last_good(tmp_path) is None
+    assert any("cannot be decrypted" in r.getMessage() for r in caplog.records)

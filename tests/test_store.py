@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -231,3 +232,19 @@ def test_sigkill_mid_write_leaves_whole_transactions(tmp_path: Path) -> None:
             assert set(counts.values()) == {50}, "a transaction was partly applied"
             last = max(counts)
             assert sorted(counts) == list(range(max(0, last - 9), last + 1))
+
+
+def test_migration_9_masks_the_secrets_earlier_versions_stored(tmp_path: Path) -> None:
+    document = {"site": {"name": "T"}, "users": [{"id": "ann", "sip": {
+        "username": "ann", "password": "pw-ann"}}], "trunks": [{"password": "pw-trunk"}],
+        "phones": [{"mac": "805ec0000001", "http_password": "pw-http"}],
+        "provisioning": {"auto_registration": {"assigner_pin": "1234"}}}
+    with Store.open(tmp_path, migrations=MIGRATIONS[:8]) as s:
+        s.record_site_version("f1", document)
+    with Store.open(tmp_path) as s:
+        latest = s.latest_site_version()
+    assert latest is not None
+    text = json.dumps(latest.document)
+    assert all(secret not in text for secret in ("pw-ann", "pw-trunk", "pw-http", "1234"))
+    assert latest.document["users"][0]["sip"] == {"username": "ann", "password": "**********"}
+    assert latest.document["phones"][0]["mac"] == "805ec0000001"

@@ -40,12 +40,16 @@ import asyncio
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent.atomic import write_atomic
 from agent.backoff import Backoff
@@ -62,6 +66,7 @@ from agent.cloud.portal_client import (
     _names_a_secret,
 )
 from agent.site import Site, SiteError, parse_site
+from agent.voicemail.sealed import SealError, load_or_create_secret
 
 __all__ = [
     "CHANGES_FILENAME",
@@ -145,6 +150,33 @@ def _site_path(state_dir: str | Path) -> Path:
     return Path(state_dir) / CLOUD_DIRNAME / SITE_FILENAME
 
 
+# The last good document holds the SIP line passwords the phones need: AES-256-GCM at rest,
+# with a key of its own beside it (0600), like the voicemail files.
+_SITE_MAGIC: Final = b"EPSC\x01"
+_SITE_AAD: Final = b"edgepbx cloud last good site v1"
+SITE_KEY_FILENAME: Final = "site.key"
+
+
+def _site_aead(state_dir: str | Path) -> AESGCM:
+    return AESGCM(load_or_create_secret(Path(state_dir) / CLOUD_DIRNAME / SITE_KEY_FILENAME))
+
+
+def _seal_site(state_dir: str | Path, plaintext: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return _SITE_MAGIC + nonce + _site_aead(state_dir).encrypt(nonce, plaintext, _SITE_AAD)
+
+
+def _open_site(state_dir: str | Path, raw: bytes) -> bytes:
+    """The JSON of a sealed file; a plain JSON file (written before sealing) as it is."""
+    if not raw.startswith(_SITE_MAGIC):
+        return raw
+    body = raw[len(_SITE_MAGIC):]
+    try:
+        return _site_aead(state_dir).decrypt(body[:12], body[12:], _SITE_AAD)
+    except (InvalidTag, ValueError):
+        raise ValueError("it cannot be decrypted (altered, truncated or another key)") from None
+
+
 def load_last_good(state_dir: str | Path) -> LastGood | None:
     """The last good configuration, validated again with ``parse_site``, or None.
 
@@ -161,7 +193,7 @@ def load_last_good(state_dir: str | Path) -> LastGood | None:
         log.error("cannot read the last good site configuration %s: %s", path, exc)
         return None
     try:
-        data = json.loads(raw)
+        data = json.loads(_open_site(state_dir, raw))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         version, etag = data.get("version"), data.get("etag")
@@ -178,6 +210,9 @@ def load_last_good(state_dir: str | Path) -> LastGood | None:
             raise ValueError("author is not {role, id}")
         if not isinstance(applied_at, int | float) or isinstance(applied_at, bool):
             raise ValueError("applied_at is not a number")
+    except SealError as exc:
+        log.error("cannot read the key of the last good site configuration: %s", exc)
+        return None
     except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
         log.error("the last good site configuration %s is corrupt (%s); ignoring it", path,
                   exc)
@@ -657,10 +692,11 @@ class ConfigSync:
     def _persist(self, good: LastGood) -> None:
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_atomic(self._dir / SITE_FILENAME,
-                         json.dumps(good.as_json(), ensure_ascii=False).encode(), mode=0o600)
+            sealed = _seal_site(self._dir.parent, json.dumps(
+                good.as_json(), ensure_ascii=False).encode())
+            write_atomic(self._dir / SITE_FILENAME, sealed, mode=0o600)
             self._file_error = None
-        except OSError as exc:
+        except (OSError, SealError) as exc:
             self._file_error = f"cannot save the applied configuration: {exc}"
             log.error("cannot save the applied site configuration (version %s): %s; it is "
                       "running but will not survive a restart", good.version, exc)
