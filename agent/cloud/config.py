@@ -76,6 +76,9 @@ class Vpn(_Model):
 class Sync(_Model):
     long_poll: int = Field(default=25, ge=0, le=60, description="Seconds a pull is held.")
     heartbeat_interval: float = Field(default=60.0, ge=1, le=3600)
+    housekeeping_interval: float = Field(
+        default=60.0, ge=1, le=3600,
+        description="How often certificate renewal and the daily usage report are checked.")
 
 
 class Outbox(_Model):

@@ -60,8 +60,6 @@ log = logging.getLogger(__name__)
 CLAIM_TOKEN_FILENAME = "claim-token"
 #: How often the link looks for a claim token, and retries a refused one that changed.
 CLAIM_POLL = 2.0
-#: How often renewal, the expiry and the daily usage report are checked.
-HOUSEKEEPING_INTERVAL = 60.0
 #: How long a replaced portal client stays open for the requests still using it.
 RETIRED_CLIENT_GRACE = 120.0
 #: A clock this far before the certificate's start is "far in the past": say so plainly.
@@ -322,7 +320,7 @@ class CloudLink:
                 await self._housekeeping(time.time())
             except Exception:  # renewal must keep being tried
                 log.exception("cloud housekeeping failed")
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            await asyncio.sleep(self.config.sync.housekeeping_interval)
 
     async def _housekeeping(self, now: float) -> None:
         identity = self.identity

@@ -91,6 +91,8 @@ class CloudBed:
     serial: str = ""
     agent_starts: int = 0
     admin_host: str = "127.0.0.1"  # the demo opens it to the host
+    portal_args: tuple[str, ...] = ()  # e.g. a short --cert-lifetime
+    sync_options: dict[str, Any] = field(default_factory=dict)
     sip_host: str = "127.0.0.1"  # where the agent listens for SIP in the dev namespace
     logs: list[Path] = field(default_factory=list)
 
@@ -113,7 +115,8 @@ class CloudBed:
              "--server-ip", OUTER_PORTAL, "--server-ip", INNER_PORTAL,
              "--server-name", PORTAL_ID,
              "--device-port", str(DEVICE_PORT), "--enroll-port", str(ENROLL_PORT),
-             "--admin-host", self.admin_host, "--admin-port", str(ADMIN_PORT)],
+             "--admin-host", self.admin_host, "--admin-port", str(ADMIN_PORT),
+             *self.portal_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         wait_until(lambda: self.admin("GET", "/api/health", role=None)[0] == 200,
@@ -172,7 +175,7 @@ class CloudBed:
                     "remote_addr": OUTER_PORTAL, "remote_id": PORTAL_ID,
                     "local_addr": OUTER_DEV, "inner_address": INNER_DEV,
                     "remote_ts": [PORTAL_NET], "dpd_delay": 2, "initiate_timeout": 8},
-            "sync": {"long_poll": 20, "heartbeat_interval": 2},
+            "sync": {"long_poll": 20, "heartbeat_interval": 2, **self.sync_options},
         }))
         return path
 
