@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from mediakit import dtmf_packets, dtmf_received
 
 from sipstack.media.dtmf import (
     DtmfParseError,
@@ -51,20 +52,6 @@ def test_sender_sequence() -> None:
         DtmfSender().packets("x", 0)
 
 
-def packets_for(digits: str, ts0: int = 5000) -> list[tuple[int, bytes]]:
-    """(timestamp, payload) for several digits, 100 ms each, 200 ms apart."""
-    out = []
-    for i, d in enumerate(digits):
-        ts = (ts0 + 1600 * i) & 0xFFFFFFFF
-        out.extend((p.timestamp, p.payload) for p in DtmfSender().packets(d, ts))
-    return out
-
-
-def receive(stream: list[tuple[int, bytes]]) -> str:
-    rx = DtmfReceiver()
-    return "".join(d.digit for ts, pl in stream if (d := rx.feed(ts, pl)) is not None)
-
-
 @pytest.mark.parametrize(
     ("name", "mangle"),
     [
@@ -79,11 +66,11 @@ def receive(stream: list[tuple[int, bytes]]) -> str:
 )
 def test_receiver_reports_each_digit_once(name: str, mangle: object) -> None:
     assert callable(mangle)
-    assert receive(mangle(packets_for("1955#"))) == "1955#", name
+    assert dtmf_received(mangle(dtmf_packets("1955#"))) == "1955#", name
 
 
 def test_same_digit_twice_and_timestamp_wrap() -> None:
-    assert receive(packets_for("7777", ts0=0xFFFFFFFF - 2000)) == "7777"
+    assert dtmf_received(dtmf_packets("7777", ts0=0xFFFFFFFF - 2000)) == "7777"
 
 
 def test_receiver_ignores_junk_and_non_dtmf_events() -> None:
@@ -109,14 +96,14 @@ def test_random_loss_and_duplication_never_doubles_a_digit() -> None:
     rng = random.Random(4733)
     digits = "0123456789*#ABCD" * 3
     for _ in range(30):
-        stream = packets_for(digits)
+        stream = dtmf_packets(digits)
         mangled = []
         for k in range(0, len(stream), 7):
             group = [p for p in stream[k : k + 7] if rng.random() > 0.4] or [stream[k + 6]]
             group += rng.sample(group, min(2, len(group)))  # duplicates
             rng.shuffle(group)
             mangled += group
-        assert receive(mangled) == digits
+        assert dtmf_received(mangled) == digits
 
 
 @pytest.mark.parametrize(

@@ -16,13 +16,14 @@ import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
 import aiortp
 from aiortp.dtmf import DtmfReceiver as ARDtmf
 from aiortp.jitterbuffer import JitterBuffer as ARJitter
 from aiortp.packet import RtpPacket as ARPacket
+from mediakit import dtmf_packets, dtmf_received  # tests/mediakit.py
 
-from sipstack.media.dtmf import DtmfReceiver, DtmfSender
 from sipstack.media.jitter import Frame, JitterBuffer
 from sipstack.media.rtp import RtpPacket, RtpParseError, parse_rtp
 
@@ -120,19 +121,6 @@ def rtp_vectors() -> None:
 # ---- RFC 4733 de-duplication ---------------------------------------------------------
 
 
-def packets_for(digits: str, ts0: int = 5000) -> list[tuple[int, bytes]]:
-    out = []
-    for i, d in enumerate(digits):
-        ts = (ts0 + 1600 * i) & 0xFFFFFFFF
-        out.extend((p.timestamp, p.payload) for p in DtmfSender().packets(d, ts))
-    return out
-
-
-def ours_dtmf(stream: list[tuple[int, bytes]]) -> str:
-    rx = DtmfReceiver()
-    return "".join(d.digit for ts, pl in stream if (d := rx.feed(ts, pl)) is not None)
-
-
 def ar_dtmf(stream: list[tuple[int, bytes]]) -> str:
     got: list[str] = []
     rx = ARDtmf(lambda digit, duration: got.append(digit))
@@ -154,24 +142,24 @@ def dtmf_vectors() -> None:
             p for k in range(0, len(s), 7) for p in reversed(s[k : k + 7])],
     }
     for name, mangle in cases.items():
-        stream = mangle(packets_for("1955#"))
-        report(f"dtmf: {name}", str(ours_dtmf(stream) == "1955#"),
+        stream = mangle(dtmf_packets("1955#"))
+        report(f"dtmf: {name}", str(dtmf_received(stream) == "1955#"),
                f"{ar_dtmf(stream) == '1955#'} ({ar_dtmf(stream)})")
-    wrap = packets_for("7777", ts0=0xFFFFFFFF - 2000)
-    report("dtmf: same digit 4x across ts wrap", str(ours_dtmf(wrap) == "7777"),
+    wrap = dtmf_packets("7777", ts0=0xFFFFFFFF - 2000)
+    report("dtmf: same digit 4x across ts wrap", str(dtmf_received(wrap) == "7777"),
            str(ar_dtmf(wrap) == "7777"))
     rng = random.Random(4733)
     digits = "0123456789*#ABCD" * 3
     ok_ours = ok_ar = 0
     for _ in range(30):
-        stream = packets_for(digits)
+        stream = dtmf_packets(digits)
         mangled = []
         for k in range(0, len(stream), 7):
             group = [p for p in stream[k : k + 7] if rng.random() > 0.4] or [stream[k + 6]]
             group += rng.sample(group, min(2, len(group)))
             rng.shuffle(group)
             mangled += group
-        ok_ours += ours_dtmf(mangled) == digits
+        ok_ours += dtmf_received(mangled) == digits
         ok_ar += ar_dtmf(mangled) == digits
     report("dtmf: 30 random loss/dup/reorder runs", f"{ok_ours}/30", f"{ok_ar}/30")
 

@@ -49,7 +49,6 @@ import math
 import os
 import resource
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -64,8 +63,10 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests"))
 
 import sipuac  # noqa: E402 - bench/media/sipuac.py
+from mediakit import pcap_rtp_payloads  # noqa: E402 - tests/mediakit.py
 
 from sipstack.media.g711 import alaw_decode, ulaw_decode, ulaw_encode  # noqa: E402
 
@@ -81,26 +82,13 @@ DEFAULT_SESSIONS = [50, 100, 200, 300]
 # ------------------------------------------------------------------------------ inputs
 
 
-def pcap_alaw(path: Path) -> bytes:
-    """The RTP payloads of a pcap (Ethernet/IPv4/UDP), in order."""
-    data = path.read_bytes()
-    offset, out = 24, []
-    while offset + 16 <= len(data):
-        _, _, length, _ = struct.unpack_from("<IIII", data, offset)
-        packet = data[offset + 16: offset + 16 + length]
-        offset += 16 + length
-        if len(packet) > 54:
-            out.append(packet[42 + 12:])
-    return b"".join(out)
-
-
 def normalise(ulaw: bytes) -> bytes:
     """mu-law has two zeros (0x7F, 0xFF); decoding and encoding again gives 0xFF."""
     return ulaw.replace(b"\x7f", b"\xff")
 
 
 def speech_ulaw() -> bytes:
-    return normalise(ulaw_encode(alaw_decode(pcap_alaw(PCAP))))
+    return normalise(ulaw_encode(alaw_decode(pcap_rtp_payloads(PCAP))))
 
 
 def ensure_prompts() -> None:

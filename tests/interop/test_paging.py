@@ -26,6 +26,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from conftest import LOOPBACK, AgentProcess, bound_users, free_port, make_users
@@ -50,17 +51,13 @@ MEMBER_HZ = 440.0
 PAGE_SECONDS = 4.0
 
 
-class MulticastCapture:
-    """RTP packets arriving at GROUP:port, joined on the loopback interface."""
+class _SocketReader:
+    """Reads ``self.sock`` on a thread, handing each datagram to :meth:`_got`."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((GROUP, port))
-        membership = struct.pack("4s4s", socket.inet_aton(GROUP), socket.inet_aton(LOOPBACK))
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    def __init__(self, sock: socket.socket, size: int) -> None:
+        self.sock = sock
         self.sock.settimeout(0.2)
-        self.packets: list[tuple[bytes, tuple[str, int]]] = []
+        self._size = size
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -68,12 +65,15 @@ class MulticastCapture:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                data, addr = self.sock.recvfrom(2048)
+                data, addr = self.sock.recvfrom(self._size)
             except TimeoutError:
                 continue
             except OSError:
                 return
-            self.packets.append((data, addr))
+            self._got(data, addr)
+
+    def _got(self, data: bytes, addr: Any) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._stop.set()
@@ -82,43 +82,43 @@ class MulticastCapture:
             self.sock.close()
 
 
-class LoopbackSniffer:
+class MulticastCapture(_SocketReader):
+    """RTP packets arriving at GROUP:port, joined on the loopback interface."""
+
+    def __init__(self, port: int) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((GROUP, port))
+        membership = struct.pack("4s4s", socket.inet_aton(GROUP), socket.inet_aton(LOOPBACK))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+        self.packets: list[tuple[bytes, tuple[str, int]]] = []
+        super().__init__(sock, 2048)
+
+    def _got(self, data: bytes, addr: Any) -> None:
+        self.packets.append((data, addr))
+
+
+class LoopbackSniffer(_SocketReader):
     """UDP datagrams to 127.0.0.1, captured on lo (AF_PACKET: root). The member's
     baresip owns its RTP port; this is how the test sees what the agent sent there."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
-        self.sock.bind(("lo", ETH_P_IP))
-        self.sock.settimeout(0.2)
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+        sock.bind(("lo", ETH_P_IP))
         self.datagrams: list[tuple[int, bytes]] = []  # (destination port, payload)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(sock, 65535)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                packet, addr = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if addr[2] == socket.PACKET_OUTGOING:
-                continue  # lo shows each packet twice: going out and coming in
-            ihl = (packet[0] & 0x0F) * 4
-            if len(packet) < ihl + 8 or packet[9] != socket.IPPROTO_UDP:
-                continue
-            dport = struct.unpack("!H", packet[ihl + 2 : ihl + 4])[0]
-            self.datagrams.append((dport, packet[ihl + 8 :]))
+    def _got(self, packet: bytes, addr: Any) -> None:
+        if addr[2] == socket.PACKET_OUTGOING:
+            return  # lo shows each packet twice: going out and coming in
+        ihl = (packet[0] & 0x0F) * 4
+        if len(packet) < ihl + 8 or packet[9] != socket.IPPROTO_UDP:
+            return
+        dport = struct.unpack("!H", packet[ihl + 2 : ihl + 4])[0]
+        self.datagrams.append((dport, packet[ihl + 8 :]))
 
     def payloads(self, port: int) -> list[bytes]:
         return [data for dport, data in self.datagrams if dport == port]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        with contextlib.suppress(OSError):
-            self.sock.close()
 
 
 def rtp_samples(packets: list[bytes]) -> list[int]:

@@ -5,13 +5,13 @@ is that speech (envelope correlation), not silence, and of the right length."""
 from __future__ import annotations
 
 import math
-import struct
 import time
 from array import array
 from pathlib import Path
 
 import pytest
 from conftest import make_users
+from mediakit import pcap_rtp_payloads
 
 from agent.store import Store
 from agent.voicemail import VoicemailStore
@@ -19,19 +19,6 @@ from interop.test_assigner import prompts  # noqa: F401 - the fixture
 from sipstack.media.g711 import alaw_decode, ulaw_decode
 
 PCAP = Path("/usr/share/sip-tester/g711a.pcap")
-
-
-def _pcap_alaw(path: Path) -> bytes:
-    """The RTP payloads of a pcap (Ethernet/IPv4/UDP), in order."""
-    data = path.read_bytes()
-    offset, out = 24, []
-    while offset + 16 <= len(data):
-        _, _, length, _ = struct.unpack_from("<IIII", data, offset)
-        packet = data[offset + 16: offset + 16 + length]
-        offset += 16 + length
-        if len(packet) > 54:
-            out.append(packet[42 + 12:])
-    return b"".join(out)
 
 
 def _envelope(pcm: bytes, window: int = 400) -> list[float]:
@@ -86,7 +73,7 @@ def test_sipp_leaves_a_message_that_is_stored_encrypted_and_is_the_speech(
     assert files and all(stored[1000:1064] not in p.read_bytes() for p in files)
 
     received = ulaw_decode(stored)
-    spoken = alaw_decode(_pcap_alaw(PCAP))
+    spoken = alaw_decode(pcap_rtp_payloads(PCAP))
     seconds = len(received) / 16000
     assert 5.0 <= seconds <= 9.5, seconds
     loudness = _envelope(received)
