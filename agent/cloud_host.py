@@ -59,7 +59,6 @@ def opt_ins_of(site: Site) -> OptIns:
 class AgentCloudHost:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self.applied_version = 0
 
     @property
     def store(self) -> Store:  # type: ignore[override]
@@ -82,14 +81,6 @@ class AgentCloudHost:
         status = self.agent.service.status() if self.agent.service is not None else {}
         return {"registered_phones": int(status.get("bindings", 0)),
                 "active_calls": int(status.get("active_calls", 0))}
-
-    def applied_site_version(self) -> int:
-        link = self.agent.cloud
-        if link is not None and link.sync is not None:
-            version = link.sync.status().get("applied_version")
-            if isinstance(version, int):
-                return version
-        return 0
 
     def audit(self, action: str, detail: dict[str, Any], actor: str) -> None:
         self.agent.audit(action, detail, actor=actor)

@@ -54,7 +54,6 @@ def test_a_new_user_s_settings_all_come_from_the_portal() -> None:
 
 def test_opt_ins_need_the_switch_and_for_backups_the_key() -> None:
     d = doc()
-    assert opt_ins_of(parse_site(d)) == opt_ins_of(parse_site(d))
     off = opt_ins_of(parse_site(d))
     assert not off.cdr_upload and not off.voicemail_backup
     d["privacy"] = {"cdr_upload": True, "voicemail_backup": True,

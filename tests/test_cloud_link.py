@@ -114,9 +114,6 @@ class FakeHost:
     def heartbeat_facts(self) -> dict[str, int]:
         return {"registered_phones": 3, "active_calls": 1}
 
-    def applied_site_version(self) -> int:
-        return 0
-
     def audit(self, action: str, detail: dict[str, Any], actor: str) -> None:
         self.audits.append((action, detail, actor))
 
@@ -534,6 +531,7 @@ def test_heartbeat_reaches_the_portal(live: Running, state: Path, host: FakeHost
     assert (body["registered_phones"], body["active_calls"], body["tunnel"]) == (3, 1, "up")
     assert body["cert_expires"] == ident.expires_at()
     assert body["outbox"]["queued_items"] == 0
+    assert body["site_version"] == 0  # nothing from the portal applied yet
     assert link.last_heartbeat_at is not None
 
 
@@ -651,9 +649,6 @@ def test_agent_cloud_host(store: Store) -> None:
     agent.service = None
     assert h.heartbeat_facts() == {"registered_phones": 0, "active_calls": 0}
     assert h.voicemail_store() is None
-    assert h.applied_site_version() == 0
-    agent.cloud = SimpleNamespace(sync=SimpleNamespace(status=lambda: {"applied_version": 5}))
-    assert h.applied_site_version() == 5
     h.audit("cloud.enrolled", {"serial": "s"}, "agent")
     assert agent.audits == [("cloud.enrolled", {"serial": "s"}, "agent")]
 

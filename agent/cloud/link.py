@@ -76,7 +76,6 @@ class LinkHost(Protocol):
     def voicemail_store(self) -> VoicemailStore | None: ...
     def site_timezone(self) -> str: ...
     def heartbeat_facts(self) -> dict[str, int]: ...  # registered_phones, active_calls
-    def applied_site_version(self) -> int: ...
     def audit(self, action: str, detail: dict[str, Any], actor: str) -> None: ...
     async def apply_cloud_site(self, site: Site, update: SiteUpdate,
                                author: Author) -> None: ...
@@ -101,7 +100,6 @@ class CloudLink:
         self._client_key: tuple[str, bytes] | None = None
         self._old_clients: list[PortalClient] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._enrolled = asyncio.Event()
         self._claim_poke = asyncio.Event()
         self.state = "starting"
         self.last_error: str | None = None
@@ -218,7 +216,6 @@ class CloudLink:
         assert identity is not None
         while not identity.enrolled or identity.expired(time.time()):
             await self._try_enroll(identity)
-        self._enrolled.set()
         await self._start_vpn(identity)
         assert self.sync is not None and self.uploader is not None
         self.state = "running"
@@ -308,11 +305,15 @@ class CloudLink:
             version=version(), uptime=round(time.monotonic() - _STARTED, 1),
             registered_phones=facts.get("registered_phones", 0),
             active_calls=facts.get("active_calls", 0), tunnel=vpn_state,
-            site_version=self.host.applied_site_version(),
+            site_version=self._applied_version(),
             cert_expires=self.identity.expires_at(), outbox=self.outbox.stats(),
         )
         await self.client().heartbeat(beat)
         self.last_heartbeat_at = time.time()
+
+    def _applied_version(self) -> int:
+        current = self.sync.current if self.sync is not None else None
+        return current.version if current is not None else 0
 
     async def _housekeeping_loop(self) -> None:
         while True:

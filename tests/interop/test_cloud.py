@@ -43,11 +43,17 @@ PARTNER = "acme-partner"
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudBed]:
+def bed() -> Iterator[CloudBed]:
     with cloud_bed() as b:
-        b.local_site = tmp_path_factory.mktemp("cloud") / "local-site.json"  # type: ignore[attr-defined]
-        write_site(b.local_site, site_document([LOCAL_ONLY], name="Local file"))  # type: ignore[attr-defined]
         yield b
+
+
+@pytest.fixture(scope="module")
+def local_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The --site file: only used until the first pull (it has a user the portal lacks)."""
+    path = tmp_path_factory.mktemp("cloud") / "local-site.json"
+    write_site(path, site_document([LOCAL_ONLY], name="Local file"))
+    return path
 
 
 @pytest.fixture
@@ -102,11 +108,11 @@ def make_calls(bed: CloudBed, sipp: Sipp, count: int) -> None:
 # ---------------------------------------------------------------------------------- steps
 
 
-def test_1_enrolls_and_brings_the_tunnel_up(bed: CloudBed) -> None:
+def test_1_enrolls_and_brings_the_tunnel_up(bed: CloudBed, local_site: Path) -> None:
     doc = site_document(USERS, name="Portal Office", phones=[{
         "mac": PHONE_MAC, "model": "T46U",
         "lines": [{"extension": ALICE.extension, "label": "Desk"}]}])
-    cloud = enroll(bed, doc, bed.local_site, partner=PARTNER)  # type: ignore[attr-defined]
+    cloud = enroll(bed, doc, local_site, partner=PARTNER)
     ident = cloud["identity"]
     assert ident["enrolled"] and ident["serial"] == bed.serial and not ident["expired"]
     assert ident["cert_expires"] > time.time() + 80 * 86400
@@ -131,6 +137,8 @@ def test_2_pulls_the_config_and_phones_register_by_it(bed: CloudBed, phones: Sip
     assert register(bed, phones, LOCAL_ONLY, 5079) != 0
     [report] = [r for r in bed.reports() if r["version"] == version]
     assert report["state"] == "applied" and report["errors"] == []
+    wait_until(lambda: bed.ok("GET", f"/api/devices/{bed.serial}/heartbeat")["heartbeat"]
+               ["body"]["site_version"] == version, "the heartbeat to carry the version", 10)
     # Applied versions are audited with their author.
     actors = [actor for actor, _ in audit_actors(bed, "site.applied")]
     assert f"partner:{PARTNER}" in actors
@@ -322,11 +330,12 @@ def test_9_charon_killed_the_tunnel_comes_back_and_sync_resumes(bed: CloudBed) -
     bed.wait_applied(before + 1, timeout=30)
 
 
-def test_10_a_restart_offline_starts_on_the_last_good_config(bed: CloudBed, phones: Sipp) -> None:
+def test_10_a_restart_offline_starts_on_the_last_good_config(
+        bed: CloudBed, phones: Sipp, local_site: Path) -> None:
     version = bed.applied_version()
     bed.stop_agent()
     bed.kill_portal()
-    bed.start_agent(bed.local_site)  # type: ignore[attr-defined]
+    bed.start_agent(local_site)
     status = wait_until(bed.status, "the agent", 20)
     assert status["site"]["name"] == "After charon"
     assert register(bed, phones, CAROL, 5075) == 0
